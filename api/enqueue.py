@@ -1,0 +1,52 @@
+"""Handing a job to the workers in one round trip, and waking exactly one of them.
+
+This writes arq's own job format (`arq.jobs.serialize_job`, arq's key prefixes), so arq workers run
+it unchanged; the script only adds the wake token and does it all atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from arq.constants import default_queue_name, expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from domain import keys
+from domain.errors import ServiceUnavailable
+
+# KEYS: job key, result key, queue, wake list. ARGV: job bytes, expiry ms, score, job id, wake list max.
+_ENQUEUE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  return 0
+end
+redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('LPUSH', KEYS[4], ARGV[4])
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+return 1
+"""
+
+assert default_queue_name != keys.QUEUE_NAME  # we use a queue of our own, not arq's shared default
+
+
+class JobEnqueuer:
+    def __init__(self, redis: Redis, *, serializer: Callable[[Any], bytes]) -> None:
+        self._script = redis.register_script(_ENQUEUE_SCRIPT)
+        self._serializer = serializer
+
+    async def enqueue(self, function: str, *, job_id: str, payload: dict[str, Any]) -> bool:
+        """Returns False if a job with this id exists already."""
+        now_ms = int(time.time() * 1000)
+        job = serialize_job(function, (payload,), {}, None, now_ms, serializer=self._serializer)
+        try:
+            created = await self._script(
+                keys=[job_key_prefix + job_id, result_key_prefix + job_id, keys.QUEUE_NAME, keys.WAKE_LIST],
+                args=[job, expires_extra_ms, now_ms, job_id, keys.WAKE_LIST_MAX],
+            )
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("Redis is unreachable") from exc
+        return bool(created)

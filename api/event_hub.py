@@ -1,0 +1,139 @@
+"""One Redis pub/sub connection per API process, shared by every open stream.
+
+A stream subscribes to its run's channel and waits for Redis to confirm the subscription before the
+job is enqueued, so no event can be published before someone is listening. Should the connection
+drop, every open subscription is told there was a gap and catches up from the run's replay log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from domain import keys
+from domain.errors import ServiceUnavailable
+from domain.events import RunEvent, decode_event
+
+log = structlog.get_logger("switchboard.api.hub")
+
+SUBSCRIBE_TIMEOUT_S = 5.0
+
+
+class Gap:
+    """Put in a subscription's queue when live delivery may have missed events."""
+
+
+GAP = Gap()
+
+
+@dataclass(eq=False)
+class Subscription:
+    run_id: str
+    queue: asyncio.Queue[RunEvent | Gap] = field(default_factory=asyncio.Queue)
+
+
+class RunEventHub:
+    def __init__(self, redis_url: str) -> None:
+        # No socket timeout: the reader blocks on this connection for as long as the process lives.
+        self._redis = Redis.from_url(redis_url, socket_timeout=None, socket_keepalive=True)
+        self._pubsub = self._redis.pubsub()
+        self._subscribers: dict[bytes, set[Subscription]] = {}
+        self._confirmations: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        # A channel of our own keeps the connection subscribed, so reading never stops for lack of one.
+        self._home = f"{keys.PREFIX}api:{secrets.token_hex(8)}".encode()
+
+    @property
+    def open_streams(self) -> int:
+        return sum(len(subs) for subs in self._subscribers.values())
+
+    async def start(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.subscribe(self._home)
+        self._reader = asyncio.create_task(self._read_forever(), name="run-event-hub")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+        await self._redis.aclose()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, run_id: str) -> AsyncIterator[Subscription]:
+        channel = keys.run_channel(run_id).encode()
+        subscription = Subscription(run_id=run_id)
+        subscribers = self._subscribers.setdefault(channel, set())
+        subscribers.add(subscription)
+        try:
+            if len(subscribers) == 1:
+                await self._confirm_subscribed(channel)
+            yield subscription
+        finally:
+            subscribers.discard(subscription)
+            if not subscribers and self._subscribers.get(channel) is subscribers:
+                del self._subscribers[channel]
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.unsubscribe(channel)
+
+    async def _confirm_subscribed(self, channel: bytes) -> None:
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirmations.setdefault(channel, []).append(confirmed)
+        try:
+            await self._pubsub.subscribe(channel)
+            await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise ServiceUnavailable("Redis is unreachable") from exc
+        finally:
+            waiting = self._confirmations.get(channel, [])
+            if confirmed in waiting:
+                waiting.remove(confirmed)
+
+    async def _read_forever(self) -> None:
+        while True:
+            try:
+                if self._pubsub.connection is None:
+                    await self._pubsub.subscribe(self._home)
+                message = await self._pubsub.get_message(timeout=None)
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("hub.connection_lost", error=str(exc))
+                self._signal_gap()
+                await asyncio.sleep(0.5)
+                continue
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, object]) -> None:
+        kind = message["type"]
+        channel = message["channel"]
+        assert isinstance(channel, bytes)
+        if kind == "message":
+            subscribers = self._subscribers.get(channel)
+            if subscribers:
+                data = message["data"]
+                assert isinstance(data, bytes)
+                event = decode_event(data)
+                for subscription in subscribers:
+                    subscription.queue.put_nowait(event)
+        elif kind == "subscribe":
+            for confirmed in self._confirmations.pop(channel, []):
+                if not confirmed.done():
+                    confirmed.set_result(None)
+
+    def _signal_gap(self) -> None:
+        for subscribers in self._subscribers.values():
+            for subscription in subscribers:
+                subscription.queue.put_nowait(GAP)

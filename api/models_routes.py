@@ -1,0 +1,33 @@
+"""`GET /v1/models` and `GET /v1/models/{id}`: the assistants a client can name."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.state import AppState
+from domain.assistants import ASSISTANTS, AssistantInfo
+from domain.errors import NotFound
+
+# A fixed date: the assistants are part of the service, not objects with a history of their own.
+CREATED = 1_767_225_600
+
+
+def _model(info: AssistantInfo) -> dict[str, object]:
+    return {"id": info.name, "object": "model", "created": CREATED, "owned_by": "switchboard"}
+
+
+async def list_models(request: Request) -> Response:
+    state: AppState = request.state.app
+    state.authenticator.authenticate(request.headers.get("authorization"))
+    return JSONResponse({"object": "list", "data": [_model(info) for info in ASSISTANTS.values()]})
+
+
+async def get_model(request: Request) -> Response:
+    state: AppState = request.state.app
+    state.authenticator.authenticate(request.headers.get("authorization"))
+    name = request.path_params["model_id"]
+    info = ASSISTANTS.get(name)
+    if info is None:
+        raise NotFound(f"The model '{name}' does not exist", param="model", code="model_not_found")
+    return JSONResponse(_model(info))

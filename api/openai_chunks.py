@@ -1,0 +1,55 @@
+"""Run events rendered as OpenAI `chat.completion.chunk` objects, with OpenAI's ordering rules.
+
+The role comes once, in the first delta; `finish_reason` stays null until the one final chunk; each
+client tool call's `id`, `type` and `name` come only in its first delta.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from domain.events import ClientToolCallDelta, FinishReason, Usage
+
+
+def usage_body(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+class ChunkWriter:
+    def __init__(self, *, completion_id: str, created: int, model: str) -> None:
+        # The fixed part of every chunk is rendered once; each chunk only adds its choices.
+        self._prefix = json.dumps(
+            {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        )[:-1]
+        self._role_sent = False
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: FinishReason | None = None) -> str:
+        if not self._role_sent:
+            self._role_sent = True
+            delta = {"role": "assistant", **delta}
+        choices = json.dumps([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}])
+        return f'{self._prefix}, "choices": {choices}}}'
+
+    def text(self, text: str) -> str:
+        return self._chunk({"content": text})
+
+    def tool_call(self, event: ClientToolCallDelta) -> str:
+        call: dict[str, Any] = {"index": event.index}
+        if event.call_id is not None:
+            call["id"] = event.call_id
+            call["type"] = "function"
+            call["function"] = {"name": event.name, "arguments": event.arguments}
+        else:
+            call["function"] = {"arguments": event.arguments}
+        return self._chunk({"tool_calls": [call]})
+
+    def finish(self, finish_reason: FinishReason) -> str:
+        return self._chunk({}, finish_reason)
+
+    def usage(self, usage: Usage) -> str:
+        return f'{self._prefix}, "choices": [], "usage": {json.dumps(usage_body(usage))}}}'

@@ -1,0 +1,101 @@
+"""Starting a run the same way for every surface: record it, listen, enqueue, follow.
+
+The order is the guarantee. The turn is committed before anything can lose it; the subscription is
+confirmed before the job exists, so no event can be published to nobody; only then is the job
+enqueued, waking one worker.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+
+from api.relay import follow
+from api.state import AppState
+from domain import runs
+from domain.chat import ChatJob, ChatMessage, ModelParams, ToolDefinition
+from domain.database import unavailable_on_connection_errors
+from domain.errors import Overloaded
+from domain.events import RunEvent
+from domain.job_codec import CHAT_JOB
+
+# Past the run timeout the worker reports the failure itself; the relay waits a little longer than
+# that before deciding the run is lost.
+RELAY_GRACE_S = 15.0
+
+
+def new_run_id() -> str:
+    return "run_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRequest:
+    user_id: str
+    request_id: str
+    assistant: str
+    conversation_key: str | None
+    new_messages: Sequence[ChatMessage]
+    history: list[ChatMessage] | None = None
+    system_messages: Sequence[ChatMessage] = ()
+    tools: list[ToolDefinition] | None = None
+    tool_choice: str | dict[str, object] | None = None
+    params: ModelParams = field(default_factory=ModelParams)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartedRun:
+    run_id: str
+    conversation_id: int | None
+    conversation_key: str | None
+    events: AsyncIterator[RunEvent]
+
+
+@asynccontextmanager
+async def start_run(
+    state: AppState, request: RunRequest, *, stop: anyio.Event | None = None
+) -> AsyncIterator[StartedRun]:
+    if not state.inflight.try_acquire():
+        raise Overloaded("too many runs in progress; retry shortly")
+    try:
+        run_id = new_run_id()
+        async with unavailable_on_connection_errors(), state.sessions() as session, session.begin():
+            accepted = await runs.accept(
+                session,
+                run_id=run_id,
+                user_id=request.user_id,
+                assistant=request.assistant,
+                request_id=request.request_id,
+                conversation_key=request.conversation_key,
+                new_messages=request.new_messages,
+            )
+        job = ChatJob(
+            run_id=run_id,
+            user_id=request.user_id,
+            assistant=request.assistant,
+            request_id=request.request_id,
+            conversation_id=accepted.conversation_id,
+            history=request.history,
+            system_messages=list(request.system_messages),
+            tools=request.tools,
+            tool_choice=request.tool_choice,  # type: ignore[arg-type]
+            params=request.params,
+        )
+        async with state.hub.subscribe(run_id) as subscription:
+            await state.enqueuer.enqueue(CHAT_JOB, job_id=run_id, payload=job.model_dump(mode="json"))
+            yield StartedRun(
+                run_id=run_id,
+                conversation_id=accepted.conversation_id,
+                conversation_key=accepted.conversation_key,
+                events=follow(
+                    subscription,
+                    state.event_log,
+                    silence_timeout_s=state.settings.run_timeout_s + RELAY_GRACE_S,
+                    stop=stop,
+                ),
+            )
+    finally:
+        state.inflight.release()

@@ -1,0 +1,44 @@
+"""What the API's lifespan builds once and every request reaches through `request.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api.auth import Authenticator
+from api.enqueue import JobEnqueuer
+from api.event_hub import RunEventHub
+from domain.event_log import EventLog
+from domain.settings import Settings
+
+
+@dataclass(kw_only=True)
+class InflightRuns:
+    """Runs this process is waiting on; past the limit new ones get 429 rather than piling up."""
+
+    limit: int
+    count: int = 0
+
+    def try_acquire(self) -> bool:
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def release(self) -> None:
+        self.count -= 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppState:
+    settings: Settings
+    db_engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    hub: RunEventHub
+    event_log: EventLog
+    enqueuer: JobEnqueuer
+    authenticator: Authenticator
+    inflight: InflightRuns = field(default_factory=lambda: InflightRuns(limit=1000))

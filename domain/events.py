@@ -1,0 +1,104 @@
+"""The one event protocol that crosses from workers to the API.
+
+Every event names its run, its place in the run (`seq`, strictly increasing across attempts) and the
+attempt that produced it. Workers never set `seq` themselves: the publish script assigns it in Redis,
+so that the replay log and the live channel agree on one order even if two attempts overlap.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    attempt: int
+    seq: int = 0
+
+
+class RunStarted(_Event):
+    type: Literal["run.started"] = "run.started"
+
+
+class TextDelta(_Event):
+    type: Literal["text.delta"] = "text.delta"
+    text: str
+
+
+class ClientToolCallDelta(_Event):
+    """A piece of a call to a client-declared tool. `call_id` and `name` come only with its first piece."""
+
+    type: Literal["client_tool.delta"] = "client_tool.delta"
+    index: int
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class ToolCalled(_Event):
+    """A server-side tool call began. Clients of the OpenAI surface never see these as `tool_calls`."""
+
+    type: Literal["tool.call"] = "tool.call"
+    call_id: str
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolReturned(_Event):
+    type: Literal["tool.result"] = "tool.result"
+    call_id: str
+    tool: str
+    result: Any = None
+    is_error: bool = False
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+class RunCompleted(_Event):
+    type: Literal["run.completed"] = "run.completed"
+    finish_reason: FinishReason = "stop"
+    usage: Usage = Field(default_factory=Usage)
+
+
+class RunFailed(_Event):
+    type: Literal["run.failed"] = "run.failed"
+    code: str
+    message: str
+
+
+RunEvent = Annotated[
+    RunStarted | TextDelta | ClientToolCallDelta | ToolCalled | ToolReturned | RunCompleted | RunFailed,
+    Field(discriminator="type"),
+]
+TerminalEvent = RunCompleted | RunFailed
+
+_adapter: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+
+
+def decode_event(raw: bytes | str) -> RunEvent:
+    return _adapter.validate_json(raw)
+
+
+def encode_event(event: RunEvent) -> str:
+    """Serialise without `seq`: the publish script prepends the one Redis assigns."""
+    return event.model_dump_json(exclude={"seq"})
+
+
+def is_terminal(event: RunEvent) -> bool:
+    return isinstance(event, RunCompleted | RunFailed)

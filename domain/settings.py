@@ -1,0 +1,124 @@
+"""Configuration contract: every knob is a `SWITCHBOARD_*` variable or a line in `.env`.
+
+Settings are built once by whoever owns a process (the API lifespan, the worker start-up, the CLI)
+and passed down; nothing here is a module-level instance.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from domain.errors import ConfigurationError
+
+LLMProvider = Literal["openai", "anthropic", "ollama", "demo"]
+AuthMode = Literal["required", "none"]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/switchboard.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    llm_provider: LLMProvider = "demo"
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+
+    auth: AuthMode = "required"
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    jwt_secret: SecretStr | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_jwks_url: str | None = None
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    history_window: int = Field(default=20, ge=1, le=10_000)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    run_timeout_s: float = Field(default=300.0, gt=0)
+
+    # Operational knobs beyond the contract; the defaults suit one machine.
+    max_inflight_runs: int = Field(default=1000, ge=1)
+    worker_max_jobs: int = Field(default=200, ge=1)
+    worker_poll_delay_s: float = Field(default=1.0, gt=0)
+    worker_grace_s: float = Field(default=30.0, ge=0)
+    keepalive_s: float = Field(default=15.0, gt=0)
+    event_log_max: int = Field(default=10_000, ge=10)
+    event_log_ttl_s: int = Field(default=3600, ge=10)
+    delta_coalesce_ms: float = Field(default=5.0, ge=0)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            key, sep, user_id = item.partition("=")
+            if not sep or not key.strip() or not user_id.strip():
+                raise ValueError("expected comma-separated key=user_id pairs")
+            pairs[key.strip()] = user_id.strip()
+        return pairs
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_provider(self) -> Settings:
+        if self.llm_provider != "demo" and not self.llm_model:
+            raise ValueError(f"SWITCHBOARD_LLM_MODEL is required for provider {self.llm_provider}")
+        if self.llm_provider == "anthropic" and self.llm_api_key is None:
+            raise ValueError("SWITCHBOARD_LLM_API_KEY is required for provider anthropic")
+        return self
+
+    @property
+    def auth_configured(self) -> bool:
+        return bool(self.api_keys or self.jwt_secret or self.jwt_jwks_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning a validation failure into one line that names the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        location = error["loc"]
+        name = f"SWITCHBOARD_{str(location[0]).upper()}" if location else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigurationError(f"{name}: {message}") from None

@@ -1,0 +1,92 @@
+"""`switchboard api | worker | migrate | dev`.
+
+Misconfiguration ends the command with one line naming the setting, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from domain.errors import ConfigurationError
+from domain.logging import configure_logging, get_logger
+from domain.settings import Settings, load_settings
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="switchboard", description="Switchboard chat service.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    api = commands.add_parser("api", help="serve the HTTP API (uvicorn)")
+    api.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    commands.add_parser("worker", help="run a worker that executes chat runs")
+    commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    dev = commands.add_parser("dev", help="run everything on this machine: API, one worker, demo model")
+    dev.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "dev":
+            from switchboard.dev import run_dev
+
+            sys.exit(run_dev(host=args.host, port=args.port))
+        settings = load_settings()
+        configure_logging(level=settings.log_level, json=settings.log_json)
+        if args.command == "api":
+            run_api(settings, host=args.host, port=args.port)
+        elif args.command == "worker":
+            run_worker(settings)
+        else:
+            run_migrate(settings)
+    except ConfigurationError as exc:
+        print(f"switchboard: configuration error: {exc.message}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+def run_api(settings: Settings, *, host: str, port: int) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    log = get_logger("switchboard.api")
+    if settings.auth == "none":
+        log.warning("auth.disabled", note="SWITCHBOARD_AUTH=none: every caller is the user 'local'")
+    elif not settings.auth_configured:
+        raise ConfigurationError(
+            "SWITCHBOARD_API_KEYS: no authentication is configured; set SWITCHBOARD_API_KEYS or "
+            "SWITCHBOARD_JWT_SECRET, or SWITCHBOARD_AUTH=none for a single-user setup"
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+
+
+def run_worker(settings: Settings) -> None:
+    import uvloop
+
+    from workers.main import build_worker
+
+    asyncio.set_event_loop(uvloop.new_event_loop())
+    build_worker(settings).run()
+
+
+def run_migrate(settings: Settings) -> None:
+    from switchboard.migrate import upgrade
+
+    upgrade(settings.database_url)
+    get_logger("switchboard.migrate").info("migrate.done", database=settings.database_url.split("://", 1)[0])
+
+
+if __name__ == "__main__":
+    main()

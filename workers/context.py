@@ -1,0 +1,33 @@
+"""The typed state a worker builds at start-up and every job receives."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx2
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from domain.event_log import EventLog
+from domain.settings import Settings
+from workers.engine import Engine
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerDeps:
+    settings: Settings
+    db_engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    event_log: EventLog
+    http_client: httpx2.AsyncClient
+    engines: Mapping[str, Engine]
+
+    async def aclose(self) -> None:
+        await self.http_client.aclose()
+        await self.redis.aclose()
+        await self.db_engine.dispose()
+
+
+DEPS_KEY = "switchboard"

@@ -1,0 +1,103 @@
+"""An arq worker that starts jobs as soon as they are enqueued, instead of on its next poll.
+
+arq's `Worker.main` sleeps `poll_delay` between looks at the queue, which adds up to that much before
+a job starts. Here an idle worker blocks on a Redis list instead; the API pushes one token per job, and
+Redis hands each token to exactly one blocked worker, so one job wakes one worker. The poll stays as a
+fallback for deferred jobs, retries and any token that was lost.
+
+This overrides arq internals (`main`, `_poll_iteration`, `_release_sem_dec_counter_on_complete`), so
+arq is pinned to the exact version this was written against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from arq.connections import create_pool
+from arq.constants import in_progress_key_prefix
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from domain import keys
+
+
+class WakeableWorker(Worker):
+    def __init__(self, *args: Any, wake_redis_url: str, lease_s: float = 15.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake_redis_url = wake_redis_url
+        self._slot_freed = asyncio.Event()
+        # arq marks a running job with a key that lives for the job timeout plus 10 s, so a job whose
+        # worker died is retried only after that, minutes later. A short lease, renewed while the job
+        # runs, lets another worker retry it within seconds of the death.
+        self.in_progress_timeout_s = lease_s
+        self._lease_s = lease_s
+
+    async def main(self) -> None:
+        # Blocking pops need a connection of their own: on the shared pool one would stall every other
+        # command queued behind it.
+        wake = Redis.from_url(self._wake_redis_url, socket_timeout=None, socket_connect_timeout=10)
+        renewer: asyncio.Task[None] | None = None
+        try:
+            await self._connect()
+            renewer = asyncio.create_task(self._renew_leases())
+            await self._main_loop(wake)
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+            await wake.aclose()
+
+    async def _connect(self) -> None:
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+
+    async def _renew_leases(self) -> None:
+        lease_ms = int(self._lease_s * 1000)
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            running = [job_id for job_id, task in self.tasks.items() if not task.done()]
+            if running:
+                async with self.pool.pipeline(transaction=False) as pipe:
+                    for job_id in running:
+                        pipe.pexpire(in_progress_key_prefix + job_id, lease_ms)
+                    await pipe.execute()
+
+    async def _main_loop(self, wake: Redis) -> None:
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        while True:
+            await self._poll_iteration()
+            if self.burst and await self._burst_finished():
+                return
+            await self._wait_for_work(wake)
+
+    async def _burst_finished(self) -> bool:
+        if 0 <= self.max_burst_jobs <= self._jobs_started() or await self.pool.zcard(self.queue_name) == 0:
+            await asyncio.gather(*self.tasks.values())
+            return True
+        return False
+
+    async def _wait_for_work(self, wake: Redis) -> None:
+        if not self.allow_pick_jobs:
+            await asyncio.sleep(self.poll_delay_s)
+            return
+        if self.job_counter >= self.max_jobs:
+            # Full: a token taken now would be wasted, so wait for a slot (or the fallback poll) instead.
+            self._slot_freed.clear()
+            try:
+                await asyncio.wait_for(self._slot_freed.wait(), self.poll_delay_s)
+            except TimeoutError:
+                pass
+            return
+        await wake.blpop([keys.WAKE_LIST], timeout=self.poll_delay_s)
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._slot_freed.set()

@@ -1,0 +1,29 @@
+"""What every agent engine promises the job runner."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from domain.chat import ChatJob, ChatMessage, ToolCallSpec
+from domain.events import FinishReason, Usage
+from workers.publisher import RunPublisher
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOutcome:
+    text: str
+    finish_reason: FinishReason = "stop"
+    usage: Usage = field(default_factory=Usage)
+    # Calls to client-declared tools, returned to the client rather than run here.
+    client_tool_calls: Sequence[ToolCallSpec] = ()
+
+    def as_message(self) -> ChatMessage:
+        return ChatMessage(role="assistant", content=self.text, tool_calls=list(self.client_tool_calls) or None)
+
+
+class Engine(Protocol):
+    async def run(self, job: ChatJob, history: Sequence[ChatMessage], publisher: RunPublisher) -> RunOutcome:
+        """Run the agent over `history`, streaming through `publisher`, and say how it ended."""
+        ...

@@ -1,0 +1,62 @@
+"""Building the PydanticAI model that the configured provider serves.
+
+The HTTP client is built once per worker process and shared by every run, so connections to the
+provider are pooled rather than opened per request.
+"""
+
+from __future__ import annotations
+
+import httpx2
+from pydantic_ai.models import Model
+from pydantic_ai.models.anthropic import AnthropicModel
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.anthropic import AnthropicProvider
+from pydantic_ai.providers.ollama import OllamaProvider
+from pydantic_ai.providers.openai import OpenAIProvider
+
+from domain.settings import Settings
+from workers.asgi_stream import StreamingASGITransport
+from workers.demo_model import DEMO_MODEL_NAME, create_demo_app
+
+DEMO_BASE_URL = "http://demo.invalid/v1"
+OLLAMA_DEFAULT_BASE_URL = "http://127.0.0.1:11434/v1"
+
+
+def create_http_client(settings: Settings) -> httpx2.AsyncClient:
+    timeout = httpx2.Timeout(settings.run_timeout_s, connect=10.0)
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
+    if settings.llm_provider == "demo":
+        return httpx2.AsyncClient(transport=StreamingASGITransport(create_demo_app()), timeout=timeout)
+    return httpx2.AsyncClient(timeout=timeout, limits=limits)
+
+
+def create_model(settings: Settings, http_client: httpx2.AsyncClient) -> Model:
+    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    provider = settings.llm_provider
+    if provider == "demo":
+        return OpenAIChatModel(
+            DEMO_MODEL_NAME,
+            provider=OpenAIProvider(base_url=DEMO_BASE_URL, api_key="demo", http_client=http_client),
+        )
+    model_name = settings.llm_model or ""
+    if provider == "openai":
+        return OpenAIChatModel(
+            model_name,
+            provider=OpenAIProvider(base_url=settings.llm_base_url, api_key=api_key, http_client=http_client),
+        )
+    if provider == "ollama":
+        return OpenAIChatModel(
+            model_name,
+            provider=OllamaProvider(
+                base_url=settings.llm_base_url or OLLAMA_DEFAULT_BASE_URL, api_key=api_key, http_client=http_client
+            ),
+        )
+    return AnthropicModel(
+        model_name,
+        provider=AnthropicProvider(api_key=api_key, base_url=settings.llm_base_url, http_client=http_client),
+    )
+
+
+def speaks_openai_chat(settings: Settings) -> bool:
+    """Whether the provider takes raw OpenAI Chat Completions fields through `extra_body`."""
+    return settings.llm_provider in ("openai", "ollama", "demo")

@@ -1,0 +1,66 @@
+"""Assembling a worker process: its start-up, its shutdown and its one job function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import func
+from redis.asyncio import Redis
+
+from domain import keys
+from domain.database import create_engine, session_factory
+from domain.event_log import EventLog
+from domain.job_codec import CHAT_JOB, deserialize_job, serialize_job
+from domain.settings import Settings
+from workers.chat_job import run_chat
+from workers.context import DEPS_KEY, WorkerDeps
+from workers.dispatch import WakeableWorker
+from workers.engine import Engine
+from workers.general_agent import GeneralAgentEngine
+from workers.llm import create_http_client, create_model, speaks_openai_chat
+
+
+def build_engines(settings: Settings, deps_http: Any) -> dict[str, Engine]:
+    model = create_model(settings, deps_http)
+    return {"assistant": GeneralAgentEngine(model, pass_raw_openai_fields=speaks_openai_chat(settings))}
+
+
+def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> WakeableWorker:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        db_engine = create_engine(settings.database_url, pool_size=20)
+        redis = Redis.from_url(settings.redis_url)
+        http_client = create_http_client(settings)
+        ctx[DEPS_KEY] = WorkerDeps(
+            settings=settings,
+            db_engine=db_engine,
+            sessions=session_factory(db_engine),
+            redis=redis,
+            event_log=EventLog(redis, max_events=settings.event_log_max, ttl_s=settings.event_log_ttl_s),
+            http_client=http_client,
+            engines=build_engines(settings, http_client),
+        )
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        deps: WorkerDeps | None = ctx.get(DEPS_KEY)
+        if deps is not None:
+            await deps.aclose()
+
+    return WakeableWorker(
+        [func(run_chat, name=CHAT_JOB, max_tries=3)],
+        queue_name=keys.QUEUE_NAME,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        wake_redis_url=settings.redis_url,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        burst=burst,
+        handle_signals=handle_signals,
+        job_completion_wait=int(settings.worker_grace_s),
+        max_jobs=settings.worker_max_jobs,
+        # The run enforces its own timeout and reports it; arq's is only a backstop behind it.
+        job_timeout=settings.run_timeout_s + 30,
+        keep_result=60,
+        poll_delay=settings.worker_poll_delay_s,
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+    )
