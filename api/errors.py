@@ -54,11 +54,9 @@ def error_body(message: str, *, type_: str, code: str | None, param: str | None 
 
 
 def error_response(exc: SwitchboardError, headers: dict[str, str] | None = None) -> JSONResponse:
-    for cls, status, type_ in _STATUS:
-        if isinstance(exc, cls):
-            break
-    else:
-        status, type_ = 500, "server_error"
+    status, type_ = next(
+        ((status, type_) for cls, status, type_ in _STATUS if isinstance(exc, cls)), (500, "server_error")
+    )
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return JSONResponse(

@@ -81,7 +81,7 @@ async def start_run(
             history=request.history,
             system_messages=list(request.system_messages),
             tools=request.tools,
-            tool_choice=request.tool_choice,  # type: ignore[arg-type]
+            tool_choice=request.tool_choice,
             params=request.params,
         )
         async with state.hub.subscribe(run_id) as subscription:

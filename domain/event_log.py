@@ -46,6 +46,6 @@ class EventLog:
         return int(seq)
 
     async def read(self, run_id: str, *, after_seq: int = 0) -> list[RunEvent]:
-        raw = await self._redis.lrange(keys.run_log(run_id), 0, -1)
+        raw: list[bytes] = await self._redis.lrange(keys.run_log(run_id), 0, -1)  # type: ignore[misc]
         events = [decode_event(item) for item in raw]
         return [event for event in events if event.seq > after_seq]

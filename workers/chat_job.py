@@ -95,7 +95,7 @@ async def _stored_window(session: Any, run: Run | None, window: int) -> list[Cha
 def _as_chat_message(row: Message) -> ChatMessage:
     calls = [ToolCallSpec.model_validate(call) for call in row.tool_calls] if row.tool_calls else None
     return ChatMessage(
-        role=row.role,  # type: ignore[arg-type]
+        role=row.role,
         content=row.content,
         tool_calls=calls,
         tool_call_id=row.tool_call_id,

@@ -12,6 +12,7 @@ arq is pinned to the exact version this was written against.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from arq.connections import create_pool
@@ -91,12 +92,11 @@ class WakeableWorker(Worker):
         if self.job_counter >= self.max_jobs:
             # Full: a token taken now would be wasted, so wait for a slot (or the fallback poll) instead.
             self._slot_freed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), self.poll_delay_s)
-            except TimeoutError:
-                pass
             return
-        await wake.blpop([keys.WAKE_LIST], timeout=self.poll_delay_s)
+        # redis-py types the timeout as int; the server takes fractional seconds since Redis 6.
+        await wake.blpop([keys.WAKE_LIST], timeout=self.poll_delay_s)  # type: ignore[arg-type,misc]
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from pydantic_ai import Agent, AgentRunResultEvent, DeferredToolRequests
 from pydantic_ai.messages import (
@@ -142,7 +141,7 @@ def _client_tools(job: ChatJob) -> list[AgentToolDefinition]:
     ]
 
 
-def _args_text(args: str | dict[str, Any] | None) -> str:
+def _args_text(args: object) -> str:
     if args is None:
         return ""
     if isinstance(args, str):
