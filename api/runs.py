@@ -23,10 +23,6 @@ from domain.errors import Overloaded
 from domain.events import RunEvent
 from domain.job_codec import CHAT_JOB
 
-# Past the run timeout the worker reports the failure itself; the relay waits a little longer than
-# that before deciding the run is lost.
-RELAY_GRACE_S = 15.0
-
 
 def new_run_id() -> str:
     return "run_" + secrets.token_hex(12)
@@ -93,7 +89,9 @@ async def start_run(
                 events=follow(
                     subscription,
                     state.event_log,
-                    silence_timeout_s=state.settings.run_timeout_s + RELAY_GRACE_S,
+                    # Past the run timeout the worker reports the failure itself; only a run that is
+                    # lost (its worker gone, say) stays silent for longer than the grace on top.
+                    silence_timeout_s=state.settings.run_timeout_s + state.settings.relay_grace_s,
                     stop=stop,
                 ),
             )

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        # `FOO=` in compose or .env means "not set", never "set to the empty string" (an empty JWT secret!).
+        env_ignore_empty=True,
     )
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -55,6 +57,8 @@ class Settings(BaseSettings):
     worker_poll_delay_s: float = Field(default=1.0, gt=0)
     worker_grace_s: float = Field(default=30.0, ge=0)
     keepalive_s: float = Field(default=15.0, gt=0)
+    # How much longer than the run timeout a relay waits in silence before it gives the run up.
+    relay_grace_s: float = Field(default=15.0, ge=0)
     event_log_max: int = Field(default=10_000, ge=10)
     event_log_ttl_s: int = Field(default=3600, ge=10)
     delta_coalesce_ms: float = Field(default=5.0, ge=0)
