@@ -19,7 +19,7 @@ from api.state import AppState
 from domain import runs
 from domain.chat import ChatJob, ChatMessage, ModelParams, ToolDefinition
 from domain.database import unavailable_on_connection_errors
-from domain.errors import Overloaded
+from domain.errors import Overloaded, ServiceUnavailable
 from domain.events import RunEvent
 from domain.job_codec import CHAT_JOB
 
@@ -80,20 +80,36 @@ async def start_run(
             tool_choice=request.tool_choice,
             params=request.params,
         )
-        async with state.hub.subscribe(run_id) as subscription:
-            await state.enqueuer.enqueue(CHAT_JOB, job_id=run_id, payload=job.model_dump(mode="json"))
-            yield StartedRun(
-                run_id=run_id,
-                conversation_id=accepted.conversation_id,
-                conversation_key=accepted.conversation_key,
-                events=follow(
-                    subscription,
-                    state.event_log,
-                    # Past the run timeout the worker reports the failure itself; only a run that is
-                    # lost (its worker gone, say) stays silent for longer than the grace on top.
-                    silence_timeout_s=state.settings.run_timeout_s + state.settings.relay_grace_s,
-                    stop=stop,
-                ),
-            )
+        enqueued = False
+        try:
+            async with state.hub.subscribe(run_id) as subscription:
+                await state.enqueuer.enqueue(CHAT_JOB, job_id=run_id, payload=job.model_dump(mode="json"))
+                enqueued = True
+                yield StartedRun(
+                    run_id=run_id,
+                    conversation_id=accepted.conversation_id,
+                    conversation_key=accepted.conversation_key,
+                    events=follow(
+                        subscription,
+                        state.event_log,
+                        # Past the run timeout the worker reports the failure itself; only a run that is
+                        # lost (its worker gone, say) stays silent for longer than the grace on top.
+                        silence_timeout_s=state.settings.run_timeout_s + state.settings.relay_grace_s,
+                        stop=stop,
+                    ),
+                )
+        except ServiceUnavailable:
+            if not enqueued:
+                await _mark_unqueued(state, run_id)
+            raise
     finally:
         state.inflight.release()
+
+
+async def _mark_unqueued(state: AppState, run_id: str) -> None:
+    """The turn is stored but no worker will ever see it: say so on the run, if the database lets us."""
+    try:
+        async with unavailable_on_connection_errors(), state.sessions() as session, session.begin():
+            await runs.fail(session, run_id=run_id, attempt=0, error="service_unavailable: could not enqueue")
+    except ServiceUnavailable:
+        pass
