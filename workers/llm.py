@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import httpx2
 from pydantic_ai.models import Model
-from pydantic_ai.models.anthropic import AnthropicModel
 from pydantic_ai.models.openai import OpenAIChatModel
-from pydantic_ai.providers.anthropic import AnthropicProvider
 from pydantic_ai.providers.ollama import OllamaProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -51,6 +49,10 @@ def create_model(settings: Settings, http_client: httpx2.AsyncClient) -> Model:
                 base_url=settings.llm_base_url or OLLAMA_DEFAULT_BASE_URL, api_key=api_key, http_client=http_client
             ),
         )
+    # Imported only when used: the Anthropic SDK alone adds seconds to every worker's start-up.
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
     return AnthropicModel(
         model_name,
         provider=AnthropicProvider(api_key=api_key, base_url=settings.llm_base_url, http_client=http_client),
