@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.body import read_json, validate
-from api.errors import RUN_FAILURE_ERRORS, error_body
+from api.errors import RUN_FAILURE_ERRORS, error_body, error_response
 from api.openai_chunks import ChunkWriter, usage_body
 from api.runs import RunRequest, StartedRun, start_run
 from api.state import AppState
@@ -75,8 +75,12 @@ async def chat_completions(request: Request) -> Response:
         del headers["X-Conversation-ID"]
 
     if not body.stream:
-        async with start_run(state, run_request) as run:
-            return await _collect(run, body.model, headers)
+        try:
+            async with start_run(state, run_request) as run:
+                return await _collect(run, body.model, headers)
+        except SwitchboardError as exc:
+            # The turn may be stored even though the run failed: the client still learns its conversation.
+            return error_response(exc, headers=headers)
 
     shutdown = anyio.Event()
     stack = contextlib.AsyncExitStack()

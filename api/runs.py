@@ -98,7 +98,7 @@ async def start_run(
                         stop=stop,
                     ),
                 )
-        except ServiceUnavailable:
+        except Exception:
             if not enqueued:
                 await _mark_unqueued(state, run_id)
             raise

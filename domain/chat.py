@@ -7,16 +7,31 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+def _storable(text: str) -> str:
+    # NUL and unpaired surrogates decode from JSON but no database stores them: refuse them here, as
+    # bad input, rather than fail later on the INSERT.
+    if "\x00" in text:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (an unpaired surrogate was found)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_storable)]
 
 
 class FunctionCall(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: str
-    arguments: str = "{}"
+    name: Text
+    arguments: Text = "{}"
 
 
 class ToolCallSpec(BaseModel):
@@ -24,7 +39,7 @@ class ToolCallSpec(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str
+    id: Text
     type: Literal["function"] = "function"
     function: FunctionCall
 
@@ -33,7 +48,7 @@ class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["text", "input_text"] = "text"
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
@@ -42,10 +57,10 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Role
-    content: str | list[TextPart] | None = None
-    name: str | None = None
+    content: Text | list[TextPart] | None = None
+    name: Text | None = None
     tool_calls: list[ToolCallSpec] | None = None
-    tool_call_id: str | None = None
+    tool_call_id: Text | None = None
 
     @property
     def text(self) -> str:

@@ -29,6 +29,11 @@ class AcceptedTurn:
     conversation_key: str | None
 
 
+def storable_text(text: str) -> str:
+    """Model output is stored as it came, except what no database accepts: NUL, unpaired surrogates."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def message_row(
     *, item_id: str, user_id: str, conversation_id: int, run_id: str | None, message: ChatMessage
 ) -> Message:
@@ -38,7 +43,7 @@ def message_row(
         conversation_id=conversation_id,
         run_id=run_id,
         role=message.role,
-        content=message.text,
+        content=storable_text(message.text),
         tool_calls=[call.model_dump() for call in message.tool_calls] if message.tool_calls else None,
         tool_call_id=message.tool_call_id,
     )
