@@ -58,7 +58,8 @@ async def chat_completions(request: Request) -> Response:
         assistant=body.model,
         conversation_key=None if background else (conversation_key or conversations.new_conversation_key()),
         new_messages=new_messages,
-        history=history,
+        # An unstored turn has no window to draw on: what the client sent is all the model gets.
+        history=list(body.messages) if background else history,
         system_messages=system_messages,
         tools=body.tools,
         tool_choice=body.tool_choice,
@@ -145,7 +146,11 @@ async def _collect(run: StartedRun, model: str, headers: dict[str, str]) -> Resp
     text: list[str] = []
     calls: dict[int, dict[str, str]] = {}
     async for event in run.events:
-        if isinstance(event, TextDelta):
+        if isinstance(event, RunStarted):
+            # A retried run starts over; what an interrupted attempt said is not the answer.
+            text.clear()
+            calls.clear()
+        elif isinstance(event, TextDelta):
             text.append(event.text)
         elif isinstance(event, ClientToolCallDelta):
             call = calls.setdefault(event.index, {"id": "", "name": "", "arguments": ""})
@@ -158,7 +163,7 @@ async def _collect(run: StartedRun, model: str, headers: dict[str, str]) -> Resp
         elif isinstance(event, RunCompleted):
             return JSONResponse(_completion(run, model, "".join(text), calls, event), headers=headers)
         else:
-            assert isinstance(event, RunStarted | ToolCalled | ToolReturned)
+            assert isinstance(event, ToolCalled | ToolReturned)
     raise RunTimeout("the run ended without a result")
 
 
@@ -199,13 +204,23 @@ async def _stream(
     writer = ChunkWriter(completion_id=_completion_id(run), created=int(time.time()), model=model)
     finish: FinishReason | None = None
     usage = Usage()
+    sent_output = False
     async with cleanup:
         try:
             async for event in run.events:
                 if isinstance(event, TextDelta):
+                    sent_output = True
                     yield {"data": writer.text(event.text)}
                 elif isinstance(event, ClientToolCallDelta):
+                    sent_output = True
                     yield {"data": writer.tool_call(event)}
+                elif isinstance(event, RunStarted) and sent_output:
+                    # The run was interrupted after part of an answer went out, and starts over. Its
+                    # new answer cannot be spliced onto the old; it is stored in the conversation.
+                    message = "the run was interrupted and restarted; its answer will be stored in the conversation"
+                    yield {"data": _error_data(message, "run_restarted")}
+                    yield {"data": "[DONE]"}
+                    return
                 elif isinstance(event, RunCompleted):
                     finish, usage = event.finish_reason, event.usage
                 elif isinstance(event, RunFailed):

@@ -18,19 +18,23 @@ async def follow(
 ) -> AsyncIterator[RunEvent]:
     """Yield the run's events in sequence order, each once, ending with its terminal event.
 
+    When a run is retried, events of an older attempt that arrive late (a worker thought dead that
+    was only slow) are dropped; the consumer sees the new attempt's `run.started` and decides.
+
     Raises `RunTimeout` when the run says nothing for `silence_timeout_s`; returns early, without a
     terminal event, when `stop` is set.
     """
     last_seq = 0
+    attempt = 0
     while True:
         item = await _next(subscription, silence_timeout_s, stop)
         if item is None:
             return
         batch = await event_log.read(subscription.run_id, after_seq=last_seq) if isinstance(item, Gap) else [item]
         for event in batch:
-            if event.seq <= last_seq:
+            if event.seq <= last_seq or event.attempt < attempt:
                 continue
-            last_seq = event.seq
+            last_seq, attempt = event.seq, event.attempt
             yield event
             if is_terminal(event):
                 return

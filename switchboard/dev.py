@@ -30,6 +30,8 @@ DEV_USER = "dev"
 
 
 def run_dev(*, host: str, port: int) -> int:
+    # The banner must show at once even when stdout is a pipe (`| tee`, a container log).
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     VAR.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("SWITCHBOARD_LOG_JSON", "false")

@@ -31,7 +31,16 @@ from switchboard.migrate import upgrade
 ROOT = Path(__file__).resolve().parent.parent
 USERS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
-_redis_dbs = itertools.cycle(range(1, 16))
+# Redis database numbers in use by live deployments; 0 is left to whoever else uses the server.
+_redis_dbs_in_use: set[int] = set()
+
+
+def _claim_redis_db() -> int:
+    free = next((number for number in range(1, 16) if number not in _redis_dbs_in_use), None)
+    if free is None:
+        raise RuntimeError("more than 15 deployments alive at once: stop some before starting more")
+    _redis_dbs_in_use.add(free)
+    return free
 _database_numbers = itertools.count(1)
 
 
@@ -48,7 +57,8 @@ class Deployment:
     ) -> None:
         self.backend = database
         self._base_redis_url = redis_url.rsplit("/", 1)[0]
-        self.redis_url = f"{self._base_redis_url}/{next(_redis_dbs)}"
+        self._redis_db = _claim_redis_db()
+        self.redis_url = f"{self._base_redis_url}/{self._redis_db}"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._logs = Path(tempfile.mkdtemp(prefix="switchboard-deploy-"))
@@ -97,6 +107,7 @@ class Deployment:
                     await asyncio.to_thread(process.wait, 20)
                 except subprocess.TimeoutExpired:
                     process.kill()
+        _redis_dbs_in_use.discard(self._redis_db)
         if self.engine is not None:
             await self.engine.dispose()
         if self._pg_admin_url is not None:

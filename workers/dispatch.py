@@ -98,6 +98,13 @@ class WakeableWorker(Worker):
         # redis-py types the timeout as int; the server takes fractional seconds since Redis 6.
         await wake.blpop([keys.WAKE_LIST], timeout=self.poll_delay_s)  # type: ignore[arg-type,misc]
 
+    async def _sleep_until_tasks_complete(self) -> None:
+        # arq counts finished tasks too until its next poll clears them, which here is a blocking pop
+        # away: a stopping worker would linger a whole poll delay after its last job.
+        running = [task for task in self.tasks.values() if not task.done()]
+        if running:
+            await asyncio.wait(running)
+
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self._slot_freed.set()

@@ -1,0 +1,340 @@
+"""The path of a run's events from the worker to the client, and what survives a client going away.
+
+Events are published by the worker into a per-run replay log and a pub/sub channel; each API process
+listens on one shared pub/sub connection and relays events as SSE. Jobs reach an idle worker by a wake
+token rather than by its poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import psutil
+import pytest_asyncio
+import redis.asyncio as aioredis
+from arq.connections import RedisSettings, create_pool
+from arq.jobs import Job
+
+from api.enqueue import JobEnqueuer
+from domain import keys
+from domain.chat import ChatJob
+from domain.job_codec import CHAT_JOB, deserialize_job, serialize_job
+from tests.deployment import Deployment
+from tests.fake_llm import FakeLLM
+
+DEFAULT_EVENT_LOG_TTL_S = 3600
+
+
+def marker() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def body(text: str, *, stream: bool = True) -> dict[str, Any]:
+    return {"model": "assistant", "messages": [{"role": "user", "content": text}], "stream": stream}
+
+
+def content_of(data: str) -> str:
+    chunk = json.loads(data)
+    return "".join(choice["delta"].get("content") or "" for choice in chunk.get("choices", []))
+
+
+async def data_lines(response: httpx2.Response) -> AsyncIterator[str]:
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            yield line.removeprefix("data:").strip()
+
+
+async def assistant_rows(running: Deployment, who: str, key: str) -> list[dict[str, Any]]:
+    return [row for row in await running.messages(who, key) if row["role"] == "assistant"]
+
+
+async def wait_for_assistant(running: Deployment, who: str, key: str, timeout_s: float = 15.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await assistant_rows(running, who, key)
+        if rows or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.05)
+
+
+# ------------------------------------------------------------------ (a) the client goes away
+
+
+async def test_the_answer_is_stored_when_the_client_disconnects_mid_stream(deployment: Deployment) -> None:
+    m = marker()
+    key = f"disconnect-{m}"
+    text = f"a long answer {m} that keeps streaming after the client has gone away. " * 3
+    received = []
+    # Leaving the stream early closes the connection mid-stream.
+    async with (
+        deployment.http("alice") as client,
+        client.stream(
+            "POST",
+            "/v1/chat/completions",
+            json=body(f"[[reply:{text}]] [[tokendelay:0.05]]"),
+            headers={"X-Conversation-ID": key},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        async for data in data_lines(response):
+            piece = content_of(data)
+            if piece:
+                received.append(piece)
+            if len(received) == 2:
+                break
+    assert "".join(received) != text
+    assert await assistant_rows(deployment, "alice", key) == [], "the run cannot have finished yet"
+
+    rows = await wait_for_assistant(deployment, "alice", key)
+    assert [row["content"] for row in rows] == [text]
+    [run] = await deployment.query("SELECT status FROM runs WHERE id = :id", id=rows[0]["run_id"])
+    assert run["status"] == "succeeded"
+
+
+# ------------------------------------------------------------------ (b) one subscriber connection per API process
+
+
+def _redis_client_ports(process: psutil.Process, redis_port: int) -> set[int]:
+    return {
+        conn.laddr.port
+        for conn in process.net_connections(kind="tcp")
+        if conn.raddr and conn.raddr.port == redis_port and conn.status == psutil.CONN_ESTABLISHED
+    }
+
+
+def _in_pubsub_mode(client: dict[str, Any]) -> bool:
+    return (
+        int(client.get("sub", 0)) > 0
+        or int(client.get("psub", 0)) > 0
+        or int(client.get("ssub", 0)) > 0
+        or client.get("cmd") in ("subscribe", "psubscribe", "ssubscribe")
+    )
+
+
+async def test_concurrent_streams_share_one_subscriber_connection(deployment: Deployment) -> None:
+    m = marker()
+    streams = 20
+    texts = [f"stream {i} of {m} says {'abcdefghij'[i % 10] * 8} " * 4 for i in range(streams)]
+    started = [asyncio.Event() for _ in range(streams)]
+    release = asyncio.Event()
+
+    async def run_one(client: httpx2.AsyncClient, i: int) -> tuple[str, bool]:
+        pieces: list[str] = []
+        done = False
+        async with client.stream(
+            "POST",
+            "/v1/chat/completions",
+            json=body(f"[[reply:{texts[i]}]] [[tokendelay:0.1]]"),
+            headers={"X-Conversation-ID": f"fanout-{m}-{i}"},
+        ) as response:
+            assert response.status_code == 200
+            async for data in data_lines(response):
+                if data == "[DONE]":
+                    done = True
+                    break
+                piece = content_of(data)
+                if piece:
+                    pieces.append(piece)
+                    if not started[i].is_set():
+                        started[i].set()
+                        await release.wait()
+        return "".join(pieces), done
+
+    async with deployment.http("alice") as client:
+        tasks = [asyncio.create_task(run_one(client, i)) for i in range(streams)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(event.wait() for event in started)), 30)
+            open_streams = sum(not task.done() for task in tasks)
+            assert open_streams == streams
+
+            redis = aioredis.from_url(deployment.redis_url)
+            try:
+                clients: list[dict[str, Any]] = await redis.client_list()
+            finally:
+                await redis.aclose()
+            # Whose connection is whose: the processes' own sockets to Redis, by local port.
+            redis_port = int(deployment.redis_url.rsplit(":", 1)[1].split("/", 1)[0])
+            assert deployment.api is not None
+            api_ports = _redis_client_ports(psutil.Process(deployment.api.pid), redis_port)
+            worker_ports: set[int] = set()
+            for worker in deployment.workers:
+                worker_ports |= _redis_client_ports(psutil.Process(worker.pid), redis_port)
+        finally:
+            release.set()
+            results = await asyncio.gather(*tasks)
+
+    assert api_ports and worker_ports
+
+    def port_of(client: dict[str, Any]) -> int:
+        return int(client["addr"].rsplit(":", 1)[1])
+
+    subscribers = [client for client in clients if _in_pubsub_mode(client)]
+    api_subscribers = [client for client in subscribers if port_of(client) in api_ports]
+    worker_subscribers = [client for client in subscribers if port_of(client) in worker_ports]
+    assert len(api_subscribers) == 1, api_subscribers
+    assert worker_subscribers == []
+    # The one connection carries all twenty runs' channels (and the hub's own).
+    assert int(api_subscribers[0]["sub"]) >= streams
+
+    for i, (text, done) in enumerate(results):
+        assert done, f"stream {i} did not end with [DONE]"
+        assert text == texts[i], f"stream {i} got someone else's text or lost some"
+
+
+# ------------------------------------------------------------------ (c) dispatch without the poll gap
+
+
+async def test_non_streaming_latency_is_well_under_the_poll_delay(deployment: Deployment) -> None:
+    client = deployment.openai("bob")
+    m = marker()
+    # Warm up connections on both sides.
+    await client.chat.completions.create(model="assistant", messages=[{"role": "user", "content": f"warm {m}"}])
+    latencies = []
+    for i in range(10):
+        start = time.perf_counter()
+        reply = await client.chat.completions.create(
+            model="assistant", messages=[{"role": "user", "content": f"[[reply:ok {i} {m}]]"}]
+        )
+        latencies.append(time.perf_counter() - start)
+        assert reply.choices[0].message.content == f"ok {i} {m}"
+    assert statistics.median(latencies) < 0.25, latencies
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def slow_poll(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[Deployment]:
+    running = await Deployment(
+        database=postgres_url,
+        redis_url=redis_url,
+        llm_base_url=fake_llm.base_url,
+        # No shutdown grace: an idle worker otherwise lingers up to a poll delay after SIGTERM at teardown.
+        env={"SWITCHBOARD_WORKER_POLL_DELAY_S": "5", "SWITCHBOARD_WORKER_GRACE_S": "0"},
+    ).start()
+    yield running
+    await running.stop()
+
+
+async def test_an_idle_worker_is_woken_rather_than_polling(slow_poll: Deployment) -> None:
+    client = slow_poll.openai()
+    m = marker()
+    for i in range(3):
+        await asyncio.sleep(0.3)  # let the worker go back to waiting for work
+        start = time.perf_counter()
+        reply = await client.chat.completions.create(
+            model="assistant", messages=[{"role": "user", "content": f"[[reply:woken {i} {m}]]"}]
+        )
+        elapsed = time.perf_counter() - start
+        assert reply.choices[0].message.content == f"woken {i} {m}"
+        assert elapsed < 1.0, f"request {i} took {elapsed:.2f} s with a 5 s poll delay"
+
+    # A burst: every job is picked up at once, none waits for the next poll.
+    start = time.perf_counter()
+    replies = await asyncio.gather(
+        *(
+            client.chat.completions.create(
+                model="assistant", messages=[{"role": "user", "content": f"[[reply:burst {i} {m}]]"}]
+            )
+            for i in range(5)
+        )
+    )
+    elapsed = time.perf_counter() - start
+    assert [r.choices[0].message.content for r in replies] == [f"burst {i} {m}" for i in range(5)]
+    assert elapsed < 2.0, f"a burst of 5 took {elapsed:.2f} s with a 5 s poll delay"
+
+
+# ------------------------------------------------------------------ (d) the replay log
+
+
+async def _stream_to_end(running: Deployment, text: str, key: str, who: str = "alice") -> str:
+    pieces = []
+    async with (
+        running.http(who) as client,
+        client.stream("POST", "/v1/chat/completions", json=body(text), headers={"X-Conversation-ID": key}) as response,
+    ):
+        assert response.status_code == 200
+        async for data in data_lines(response):
+            if data == "[DONE]":
+                break
+            pieces.append(content_of(data))
+    return "".join(pieces)
+
+
+async def test_every_event_carries_its_run_an_increasing_seq_and_its_attempt(deployment: Deployment) -> None:
+    m = marker()
+    key = f"replay-{m}"
+    text = f"replayable answer {m} in many small pieces"
+    assert await _stream_to_end(deployment, f"[[reply:{text}]] [[tokendelay:0.01]]", key) == text
+    [reply] = await assistant_rows(deployment, "alice", key)
+    run_id = reply["run_id"]
+
+    redis = aioredis.from_url(deployment.redis_url)
+    try:
+        raw = await redis.lrange(f"switchboard:run:{run_id}:log", 0, -1)
+        log_ttl = await redis.ttl(f"switchboard:run:{run_id}:log")
+        seq_ttl = await redis.ttl(f"switchboard:run:{run_id}:seq")
+    finally:
+        await redis.aclose()
+    events = [json.loads(item) for item in raw]
+    assert len(events) >= 4  # started, at least two text pieces, completed
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+    assert {event["run_id"] for event in events} == {run_id}
+    assert {event["attempt"] for event in events} == {1}
+    assert events[0]["type"] == "run.started"
+    assert events[-1]["type"] == "run.completed"
+    assert sum(event["type"] in ("run.completed", "run.failed") for event in events) == 1
+    assert "".join(event["text"] for event in events if event["type"] == "text.delta") == text
+    assert 0 < log_ttl <= DEFAULT_EVENT_LOG_TTL_S
+    assert 0 < seq_ttl <= DEFAULT_EVENT_LOG_TTL_S
+
+
+# ------------------------------------------------------------------ (e) a job delivered twice
+
+
+async def test_a_duplicate_delivery_of_a_finished_run_writes_nothing(deployment: Deployment, fake_llm: FakeLLM) -> None:
+    m = marker()
+    key = f"duplicate-{m}"
+    text = f"answered once {m}"
+    assert await _stream_to_end(deployment, f"[[reply:{text}]]", key) == text
+    [reply] = await assistant_rows(deployment, "alice", key)
+    run_id = reply["run_id"]
+    [before] = await deployment.query("SELECT * FROM runs WHERE id = :id", id=run_id)
+    assert before["status"] == "succeeded"
+
+    redis = aioredis.from_url(deployment.redis_url)
+    pool = await create_pool(RedisSettings.from_dsn(deployment.redis_url), job_deserializer=deserialize_job)
+    try:
+        log_key = f"switchboard:run:{run_id}:log"
+        events_before = await redis.llen(log_key)
+        payload = ChatJob(
+            run_id=run_id,
+            user_id="alice",
+            assistant="assistant",
+            request_id=before["request_id"],
+            conversation_id=before["conversation_id"],
+        ).model_dump(mode="json")
+        enqueuer = JobEnqueuer(redis, serializer=serialize_job)
+        # The same job id is refused outright while arq remembers it ...
+        assert await enqueuer.enqueue(CHAT_JOB, job_id=run_id, payload=payload) is False
+        # ... so the duplicate comes in under another id, as a redelivery could.
+        duplicate_id = f"dup_{run_id}"
+        assert await enqueuer.enqueue(CHAT_JOB, job_id=duplicate_id, payload=payload) is True
+        job = Job(duplicate_id, pool, _queue_name=keys.QUEUE_NAME, _deserializer=deserialize_job)
+        await job.result(timeout=15, poll_delay=0.05)
+        events_after = [json.loads(item) for item in await redis.lrange(log_key, events_before, -1)]
+    finally:
+        await pool.aclose()
+        await redis.aclose()
+
+    [after] = await deployment.query("SELECT * FROM runs WHERE id = :id", id=run_id)
+    assert after == before
+    rows = await deployment.query("SELECT role, content FROM messages WHERE run_id = :id ORDER BY id", id=run_id)
+    assert [(row["role"], row["content"]) for row in rows] == [("user", f"[[reply:{text}]]"), ("assistant", text)]
+    assert sum(text in json.dumps(request["messages"]) for request in fake_llm.requests) == 1
+    # The duplicate only repeats how the run ended, for anyone still listening.
+    assert [event["type"] for event in events_after] == ["run.completed"]
