@@ -57,6 +57,7 @@ async def chat_completions(request: Request) -> Response:
         request_id=request.state.request_id,
         assistant=body.model,
         conversation_key=None if background else (conversation_key or conversations.new_conversation_key()),
+        new_conversation=conversation_key is None,
         new_messages=new_messages,
         # An unstored turn has no window to draw on: what the client sent is all the model gets.
         history=list(body.messages) if background else history,

@@ -35,6 +35,8 @@ class RunRequest:
     assistant: str
     conversation_key: str | None
     new_messages: Sequence[ChatMessage]
+    # True when the API made the key up just now, so there is nothing to look up.
+    new_conversation: bool = False
     history: list[ChatMessage] | None = None
     system_messages: Sequence[ChatMessage] = ()
     tools: list[ToolDefinition] | None = None
@@ -66,6 +68,7 @@ async def start_run(
                 assistant=request.assistant,
                 request_id=request.request_id,
                 conversation_key=request.conversation_key,
+                new_conversation=request.new_conversation,
                 new_messages=request.new_messages,
             )
         job = ChatJob(

@@ -63,7 +63,8 @@ def create_app(llm_base_url: str, llm_model: str = "fake-model") -> Starlette:
         llm_provider="openai", llm_base_url=llm_base_url, llm_api_key="fake-llm-key", llm_model=llm_model
     )
     http_client = create_http_client(settings)
-    engine = GeneralAgentEngine(create_model(settings, http_client), pass_raw_openai_fields=speaks_openai_chat(settings))
+    model = create_model(settings, http_client)
+    engine = GeneralAgentEngine(model, pass_raw_openai_fields=speaks_openai_chat(settings))
 
     async def chat_completions(request: Request) -> Response:
         try:

@@ -13,7 +13,8 @@ Protocol with the orchestrator (one JSON object per line on stdout):
 
 1. warm-up requests at the same concurrency, then ``{"event": "ready", ...}``;
 2. wait for a line on stdin (``go``), then the measured requests;
-3. ``{"event": "done", "ttft_ms": [...], "total_ms": [...], "errors": {...}, "wall_s": ...}`` and exit.
+3. ``{"event": "done", "ttft_ms": [...], "total_ms": [...], "errors": {...}, "wall_s": ...}``;
+4. wait for another line (or end of file) on stdin, and exit.
 
 Requests only ever go to 127.0.0.1, each has a timeout, and each phase has a request count and a
 deadline, so a run always ends by itself.
@@ -160,7 +161,7 @@ class Connection(asyncio.Protocol):
         buf = self._buf
         pos = 0
         end = len(buf)
-        while pos < end or self._state == _BODY and self._remaining == 0:
+        while pos < end or (self._state == _BODY and self._remaining == 0):
             state = self._state
             if state == _HEAD:
                 i = buf.find(b"\r\n\r\n", pos)
@@ -268,9 +269,9 @@ class LoadGenerator:
         self.connections: list[Connection | None] = [None] * concurrency
 
     async def _connect(self, slot: int) -> Connection:
-        conn = self.connections[slot]
-        if conn is not None and not conn.closed:
-            return conn
+        existing = self.connections[slot]
+        if existing is not None and not existing.closed:
+            return existing
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(loop.create_connection(Connection, HOST, self.port), self.timeout_s)
         self.connections[slot] = conn
@@ -322,9 +323,7 @@ def _emit(obj: dict[str, object]) -> None:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    payload = build_request(
-        port=args.port, path=args.path, model=args.model, prompt=args.prompt, api_key=args.api_key
-    )
+    payload = build_request(port=args.port, path=args.path, model=args.model, prompt=args.prompt, api_key=args.api_key)
     gen = LoadGenerator(port=args.port, payload=payload, concurrency=args.concurrency, timeout_s=args.timeout)
     warm, warm_wall = await gen.run(args.warmup, args.max_phase_s)
     _emit({"event": "ready", "warmup": args.warmup, "warmup_errors": dict(warm.errors), "warmup_s": warm_wall})
@@ -346,6 +345,8 @@ async def _main(args: argparse.Namespace) -> None:
             "total_ms": [round(x, 3) for x in phase.total_ms],
         }
     )
+    # Stay alive (idle) until told to go, so the orchestrator can read our CPU time from /proc.
+    await loop.run_in_executor(None, sys.stdin.readline)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -364,11 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover
-        runner = asyncio.run
-    runner(_main(args))
+        asyncio.run(_main(args))
+    else:
+        uvloop.run(_main(args))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import Conversation, Message, utcnow
@@ -23,26 +24,38 @@ async def find(session: AsyncSession, *, user_id: str, key: str) -> Conversation
     return result.scalar_one_or_none()
 
 
-async def get_or_create(session: AsyncSession, *, user_id: str, key: str) -> Conversation:
-    """The user's conversation named `key`, created on first use.
+async def get_or_create_id(session: AsyncSession, *, user_id: str, key: str, known_new: bool = False) -> int:
+    """The id of the user's conversation named `key`, created on first use, its `updated_at` bumped.
 
-    Two requests may name the same new conversation at once; the loser of that race hits the unique
-    constraint inside a savepoint and reads the winner's row instead.
+    Two requests may name the same new conversation at once: the insert that loses the race does
+    nothing (ON CONFLICT), and the loser reads the winner's row. `known_new` skips the look-up for a
+    key this process has just made up.
     """
-    existing = await find(session, user_id=user_id, key=key)
-    if existing is not None:
-        existing.updated_at = utcnow()
-        return existing
-    conversation = Conversation(user_id=user_id, key=key)
-    try:
-        async with session.begin_nested():
-            session.add(conversation)
-    except IntegrityError:
-        winner = await find(session, user_id=user_id, key=key)
-        if winner is None:
-            raise
-        return winner
-    return conversation
+    now = utcnow()
+    if not known_new:
+        bumped = await session.execute(
+            update(Conversation)
+            .where(Conversation.user_id == user_id, Conversation.key == key)
+            .values(updated_at=now)
+            .returning(Conversation.id)
+        )
+        existing = bumped.scalar_one_or_none()
+        if existing is not None:
+            return existing
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    created = await session.execute(
+        insert(Conversation)
+        .values(user_id=user_id, key=key, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["user_id", "key"])
+        .returning(Conversation.id)
+    )
+    conversation_id = created.scalar_one_or_none()
+    if conversation_id is None:
+        winner = await session.execute(
+            select(Conversation.id).where(Conversation.user_id == user_id, Conversation.key == key)
+        )
+        conversation_id = winner.scalar_one()
+    return conversation_id
 
 
 async def recent_messages(

@@ -1,8 +1,11 @@
-"""The life of a run in the database: accepted, started, finished or failed.
+"""The life of a run in the database: accepted, claimed, finished or failed.
 
 Both ends of a run are single transactions. Acceptance writes the run and the user's turn together, so
 an accepted request is never lost; completion writes the answer and the final state together, and
 only while the run is not already finished, so a second execution of the same job writes nothing.
+
+These are Core statements rather than ORM units of work: they run on every request, and the ORM's
+bookkeeping would cost more CPU than the statements themselves.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import conversations
@@ -29,24 +32,34 @@ class AcceptedTurn:
     conversation_key: str | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ClaimedRun:
+    """What a worker needs to know of the run it has just claimed."""
+
+    id: str
+    user_id: str
+    conversation_id: int | None
+
+
 def storable_text(text: str) -> str:
     """Model output is stored as it came, except what no database accepts: NUL, unpaired surrogates."""
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
-def message_row(
+def message_values(
     *, item_id: str, user_id: str, conversation_id: int, run_id: str | None, message: ChatMessage
-) -> Message:
-    return Message(
-        item_id=item_id,
-        user_id=user_id,
-        conversation_id=conversation_id,
-        run_id=run_id,
-        role=message.role,
-        content=storable_text(message.text),
-        tool_calls=[call.model_dump() for call in message.tool_calls] if message.tool_calls else None,
-        tool_call_id=message.tool_call_id,
-    )
+) -> dict[str, Any]:
+    return {
+        "item_id": item_id,
+        "user_id": user_id,
+        "conversation_id": conversation_id,
+        "run_id": run_id,
+        "role": message.role,
+        "content": storable_text(message.text),
+        "tool_calls": [call.model_dump() for call in message.tool_calls] if message.tool_calls else None,
+        "tool_call_id": message.tool_call_id,
+        "created_at": utcnow(),
+    }
 
 
 async def accept(
@@ -57,33 +70,41 @@ async def accept(
     assistant: str,
     request_id: str,
     conversation_key: str | None,
+    new_conversation: bool = False,
     new_messages: Sequence[ChatMessage],
 ) -> AcceptedTurn:
     """Record the run and the new turn. `conversation_key=None` means a turn that is not stored."""
     conversation_id: int | None = None
     if conversation_key is not None:
-        conversation = await conversations.get_or_create(session, user_id=user_id, key=conversation_key)
-        await session.flush()
-        conversation_id = conversation.id
-        session.add_all(
-            message_row(
-                item_id=f"{run_id}-in{index}",
-                user_id=user_id,
-                conversation_id=conversation_id,
-                run_id=run_id,
-                message=message,
-            )
-            for index, message in enumerate(new_messages)
+        conversation_id = await conversations.get_or_create_id(
+            session, user_id=user_id, key=conversation_key, known_new=new_conversation
         )
-    session.add(
-        Run(
+    await session.execute(
+        insert(Run).values(
             id=run_id,
             user_id=user_id,
             conversation_id=conversation_id,
             assistant=assistant,
+            status="queued",
+            attempt=0,
             request_id=request_id,
+            created_at=utcnow(),
         )
     )
+    if conversation_id is not None and new_messages:
+        await session.execute(
+            insert(Message),
+            [
+                message_values(
+                    item_id=f"{run_id}-in{index}",
+                    user_id=user_id,
+                    conversation_id=conversation_id,
+                    run_id=run_id,
+                    message=message,
+                )
+                for index, message in enumerate(new_messages)
+            ],
+        )
     return AcceptedTurn(run_id=run_id, conversation_id=conversation_id, conversation_key=conversation_key)
 
 
@@ -91,22 +112,27 @@ async def load(session: AsyncSession, run_id: str) -> Run | None:
     return await session.get(Run, run_id)
 
 
-async def mark_started(session: AsyncSession, *, run_id: str, attempt: int) -> bool:
-    """Claim the run for this attempt; False when it is already finished (a duplicate delivery)."""
+async def claim(session: AsyncSession, *, run_id: str, attempt: int) -> ClaimedRun | None:
+    """Mark the run as running in this attempt; None when it is missing or already finished."""
     result = await session.execute(
-        update(Run).where(Run.id == run_id, Run.status.not_in(FINISHED)).values(status="running", attempt=attempt)
+        update(Run)
+        .where(Run.id == run_id, Run.status.not_in(FINISHED))
+        .values(status="running", attempt=attempt)
+        .returning(Run.user_id, Run.conversation_id)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    row = result.one_or_none()
+    if row is None:
+        return None
+    return ClaimedRun(id=run_id, user_id=row.user_id, conversation_id=row.conversation_id)
 
 
 async def finish(
     session: AsyncSession,
     *,
-    run: Run,
+    run: ClaimedRun,
     attempt: int,
     reply: ChatMessage | None,
     usage: Usage,
-    extra: Sequence[Message] = (),
 ) -> bool:
     """Store the answer and close the run. Returns False, writing nothing, if it was already closed."""
     result = await session.execute(
@@ -116,11 +142,10 @@ async def finish(
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return False
-    if run.conversation_id is not None:
-        session.add_all(extra)
-        if reply is not None:
-            session.add(
-                message_row(
+    if run.conversation_id is not None and reply is not None:
+        await session.execute(
+            insert(Message).values(
+                **message_values(
                     item_id=f"{run.id}-out",
                     user_id=run.user_id,
                     conversation_id=run.conversation_id,
@@ -128,6 +153,7 @@ async def finish(
                     message=reply,
                 )
             )
+        )
     return True
 
 

@@ -11,11 +11,13 @@ from typing import Any
 
 import structlog
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, ModelTimeoutError, UnexpectedModelBehavior
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import conversations, runs
 from domain.chat import ChatJob, ChatMessage, ToolCallSpec
 from domain.events import RunCompleted, RunFailed, RunStarted
 from domain.models import Message, Run
+from domain.runs import ClaimedRun
 from workers.context import DEPS_KEY, WorkerDeps
 from workers.publisher import RunPublisher
 
@@ -39,18 +41,19 @@ async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
         deps.event_log, run_id=job.run_id, attempt=attempt, coalesce_s=settings.delta_coalesce_ms / 1000
     )
     async with deps.sessions() as session, session.begin():
-        claimed = await runs.mark_started(session, run_id=job.run_id, attempt=attempt)
-        run = await runs.load(session, job.run_id)
-        if job.history is not None:
+        run = await runs.claim(session, run_id=job.run_id, attempt=attempt)
+        if run is None:
+            finished = await runs.load(session, job.run_id)
+        elif job.history is not None:
             history = job.history
         else:
             history = job.system_messages + await _stored_window(session, run, settings.history_window)
     if run is None:
-        log.warning("run.missing")
-        return "missing"
-    if not claimed:
+        if finished is None:
+            log.warning("run.missing")
+            return "missing"
         # A duplicate delivery of a finished run: say again how it ended, so a listener is not left hanging.
-        await _replay_outcome(deps, run, attempt)
+        await _replay_outcome(deps, finished, attempt)
         return "duplicate"
 
     await publisher.emit(RunStarted(run_id=job.run_id, attempt=attempt))
@@ -83,8 +86,8 @@ async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
     return "completed"
 
 
-async def _stored_window(session: Any, run: Run | None, window: int) -> list[ChatMessage]:
-    if run is None or run.conversation_id is None:
+async def _stored_window(session: AsyncSession, run: ClaimedRun, window: int) -> list[ChatMessage]:
+    if run.conversation_id is None:
         return []
     rows = await conversations.recent_messages(
         session, user_id=run.user_id, conversation_id=run.conversation_id, limit=window, up_to_run=run.id
