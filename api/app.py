@@ -31,7 +31,7 @@ from domain.settings import Settings
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, AppState]]:
-        db_engine = create_engine(settings.database_url)
+        db_engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
         hub = RunEventHub(settings.redis_url)
         await hub.start()

@@ -32,13 +32,26 @@ class Gap:
     """Put in a subscription's queue when live delivery may have missed events."""
 
 
+class Stop:
+    """Put in a subscription's queue to end its stream early (the server is shutting down)."""
+
+
 GAP = Gap()
+STOP = Stop()
 
 
 @dataclass(eq=False)
 class Subscription:
     run_id: str
-    queue: asyncio.Queue[RunEvent | Gap] = field(default_factory=asyncio.Queue)
+    confirmed: asyncio.Future[None]
+    queue: asyncio.Queue[RunEvent | Gap | Stop] = field(default_factory=asyncio.Queue)
+
+    async def ready(self) -> None:
+        """Wait until Redis has confirmed the subscription: from then on, nothing published is missed."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.confirmed), SUBSCRIBE_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise ServiceUnavailable("Redis did not confirm a subscription") from exc
 
 
 class RunEventHub:
@@ -47,7 +60,7 @@ class RunEventHub:
         self._redis = Redis.from_url(redis_url, socket_timeout=None, socket_keepalive=True)
         self._pubsub = self._redis.pubsub()
         self._subscribers: dict[bytes, set[Subscription]] = {}
-        self._confirmations: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         # A channel of our own keeps the connection subscribed, so reading never stops for lack of one.
         self._home = f"{keys.PREFIX}api:{secrets.token_hex(8)}".encode()
@@ -72,33 +85,33 @@ class RunEventHub:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, run_id: str) -> AsyncIterator[Subscription]:
+        """Listen to a run. Entering sends the subscription; `ready()` waits for Redis to confirm it,
+        so the caller can do other work (the database write) while the confirmation travels."""
         channel = keys.run_channel(run_id).encode()
-        subscription = Subscription(run_id=run_id)
         subscribers = self._subscribers.setdefault(channel, set())
+        confirmed = self._confirmations.get(channel)
+        if confirmed is None:
+            confirmed = asyncio.get_running_loop().create_future()
+            if subscribers:
+                confirmed.set_result(None)
+            else:
+                self._confirmations[channel] = confirmed
+        subscription = Subscription(run_id=run_id, confirmed=confirmed)
         subscribers.add(subscription)
         try:
             if len(subscribers) == 1:
-                await self._confirm_subscribed(channel)
+                try:
+                    await self._pubsub.subscribe(channel)
+                except (RedisError, OSError) as exc:
+                    raise ServiceUnavailable("Redis is unreachable") from exc
             yield subscription
         finally:
             subscribers.discard(subscription)
             if not subscribers and self._subscribers.get(channel) is subscribers:
                 del self._subscribers[channel]
+                self._confirmations.pop(channel, None)
                 with contextlib.suppress(RedisError, OSError):
                     await self._pubsub.unsubscribe(channel)
-
-    async def _confirm_subscribed(self, channel: bytes) -> None:
-        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._confirmations.setdefault(channel, []).append(confirmed)
-        try:
-            await self._pubsub.subscribe(channel)
-            await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT_S)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise ServiceUnavailable("Redis is unreachable") from exc
-        finally:
-            waiting = self._confirmations.get(channel, [])
-            if confirmed in waiting:
-                waiting.remove(confirmed)
 
     async def _read_forever(self) -> None:
         while True:
@@ -129,9 +142,9 @@ class RunEventHub:
                 for subscription in subscribers:
                     subscription.queue.put_nowait(event)
         elif kind == "subscribe":
-            for confirmed in self._confirmations.pop(channel, []):
-                if not confirmed.done():
-                    confirmed.set_result(None)
+            confirmed = self._confirmations.pop(channel, None)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
 
     def _signal_gap(self) -> None:
         for subscribers in self._subscribers.values():

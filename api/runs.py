@@ -60,51 +60,50 @@ async def start_run(
         raise Overloaded("too many runs in progress; retry shortly")
     try:
         run_id = new_run_id()
-        async with unavailable_on_connection_errors(), state.sessions() as session, session.begin():
-            accepted = await runs.accept(
-                session,
+        async with state.hub.subscribe(run_id) as subscription:
+            # The subscription is confirmed while the turn is written, not after.
+            async with unavailable_on_connection_errors(), state.sessions() as session, session.begin():
+                accepted = await runs.accept(
+                    session,
+                    run_id=run_id,
+                    user_id=request.user_id,
+                    assistant=request.assistant,
+                    request_id=request.request_id,
+                    conversation_key=request.conversation_key,
+                    new_conversation=request.new_conversation,
+                    new_messages=request.new_messages,
+                )
+            job = ChatJob(
                 run_id=run_id,
                 user_id=request.user_id,
                 assistant=request.assistant,
                 request_id=request.request_id,
-                conversation_key=request.conversation_key,
-                new_conversation=request.new_conversation,
-                new_messages=request.new_messages,
+                conversation_id=accepted.conversation_id,
+                history=request.history,
+                system_messages=list(request.system_messages),
+                tools=request.tools,
+                tool_choice=request.tool_choice,
+                params=request.params,
             )
-        job = ChatJob(
-            run_id=run_id,
-            user_id=request.user_id,
-            assistant=request.assistant,
-            request_id=request.request_id,
-            conversation_id=accepted.conversation_id,
-            history=request.history,
-            system_messages=list(request.system_messages),
-            tools=request.tools,
-            tool_choice=request.tool_choice,
-            params=request.params,
-        )
-        enqueued = False
-        try:
-            async with state.hub.subscribe(run_id) as subscription:
+            try:
+                await subscription.ready()
                 await state.enqueuer.enqueue(CHAT_JOB, job_id=run_id, payload=job.model_dump(mode="json"))
-                enqueued = True
-                yield StartedRun(
-                    run_id=run_id,
-                    conversation_id=accepted.conversation_id,
-                    conversation_key=accepted.conversation_key,
-                    events=follow(
-                        subscription,
-                        state.event_log,
-                        # Past the run timeout the worker reports the failure itself; only a run that is
-                        # lost (its worker gone, say) stays silent for longer than the grace on top.
-                        silence_timeout_s=state.settings.run_timeout_s + state.settings.relay_grace_s,
-                        stop=stop,
-                    ),
-                )
-        except Exception:
-            if not enqueued:
+            except Exception:
                 await _mark_unqueued(state, run_id)
-            raise
+                raise
+            yield StartedRun(
+                run_id=run_id,
+                conversation_id=accepted.conversation_id,
+                conversation_key=accepted.conversation_key,
+                events=follow(
+                    subscription,
+                    state.event_log,
+                    # Past the run timeout the worker reports the failure itself; only a run that is
+                    # lost (its worker gone, say) stays silent for longer than the grace on top.
+                    silence_timeout_s=state.settings.run_timeout_s + state.settings.relay_grace_s,
+                    stop=stop,
+                ),
+            )
     finally:
         state.inflight.release()
 

@@ -22,8 +22,10 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         return engine
     return create_async_engine(
         database_url,
+        # Overflow connections are closed as soon as they are returned: under load that is a new
+        # connection per request, so the steady pool is sized for the load and overflow kept small.
         pool_size=pool_size,
-        max_overflow=pool_size * 2,
+        max_overflow=pool_size // 2,
         pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={"timeout": 5, "command_timeout": 30},

@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     relay_grace_s: float = Field(default=15.0, ge=0)
     event_log_max: int = Field(default=10_000, ge=10)
     event_log_ttl_s: int = Field(default=3600, ge=10)
-    delta_coalesce_ms: float = Field(default=5.0, ge=0)
+    delta_coalesce_ms: float = Field(default=15.0, ge=0)
+    db_pool_size: int = Field(default=20, ge=1)
     log_level: str = "INFO"
     log_json: bool = True
 

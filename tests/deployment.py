@@ -41,6 +41,8 @@ def _claim_redis_db() -> int:
         raise RuntimeError("more than 15 deployments alive at once: stop some before starting more")
     _redis_dbs_in_use.add(free)
     return free
+
+
 _database_numbers = itertools.count(1)
 
 

@@ -551,9 +551,10 @@ async def test_redis_unreachable_is_503(special: Special) -> None:
     assert ready.status_code == 503
     assert ready.json()["redis"] == "unreachable" and ready.json()["database"] == "ok"
     assert health.status_code == 200
-    # The turn was recorded before Redis failed; its run must not look as if it were still queued.
+    # Either the turn was refused before it was recorded, or it was recorded and its run marked
+    # failed; never a run that looks as if it were still queued.
     runs = await special.workerless.query("SELECT status FROM runs WHERE request_id = :rid", rid=request_id)
-    assert [row["status"] for row in runs] == ["failed"]
+    assert [row["status"] for row in runs] in ([], ["failed"])
 
 
 async def test_database_unreachable_is_503(special: Special) -> None:

@@ -28,7 +28,7 @@ def build_engines(settings: Settings, deps_http: Any) -> dict[str, Engine]:
 
 def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> WakeableWorker:
     async def on_startup(ctx: dict[str, Any]) -> None:
-        db_engine = create_engine(settings.database_url, pool_size=20)
+        db_engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         redis = Redis.from_url(settings.redis_url)
         http_client = create_http_client(settings)
         ctx[DEPS_KEY] = WorkerDeps(
@@ -59,7 +59,8 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         max_jobs=settings.worker_max_jobs,
         # The run enforces its own timeout and reports it; arq's is only a backstop behind it.
         job_timeout=settings.run_timeout_s + 30,
-        keep_result=60,
+        # Outcomes live in the database and the event log; arq's own result copy would be dead weight.
+        keep_result=0,
         poll_delay=settings.worker_poll_delay_s,
         job_serializer=serialize_job,
         job_deserializer=deserialize_job,
