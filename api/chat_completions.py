@@ -205,17 +205,17 @@ async def _stream(
     writer = ChunkWriter(completion_id=_completion_id(run), created=int(time.time()), model=model)
     finish: FinishReason | None = None
     usage = Usage()
-    sent_output = False
+    output_attempt = 0  # the attempt whose output the client has (part of); 0 while it has none
     async with cleanup:
         try:
             async for event in run.events:
                 if isinstance(event, TextDelta):
-                    sent_output = True
+                    output_attempt = event.attempt
                     yield {"data": writer.text(event.text)}
                 elif isinstance(event, ClientToolCallDelta):
-                    sent_output = True
+                    output_attempt = event.attempt
                     yield {"data": writer.tool_call(event)}
-                elif isinstance(event, RunStarted) and sent_output:
+                elif isinstance(event, RunStarted) and 0 < output_attempt < event.attempt:
                     # The run was interrupted after part of an answer went out, and starts over. Its
                     # new answer cannot be spliced onto the old; it is stored in the conversation.
                     message = "the run was interrupted and restarted; its answer will be stored in the conversation"

@@ -62,9 +62,9 @@ async def start_run(
         run_id = new_run_id()
         async with state.hub.subscribe(run_id) as subscription:
             # The subscription is confirmed while the turn is written, not after.
-            async with unavailable_on_connection_errors(), state.sessions() as session, session.begin():
+            async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
                 accepted = await runs.accept(
-                    session,
+                    connection,
                     run_id=run_id,
                     user_id=request.user_id,
                     assistant=request.assistant,
@@ -111,7 +111,7 @@ async def start_run(
 async def _mark_unqueued(state: AppState, run_id: str) -> None:
     """The turn is stored but no worker will ever see it: say so on the run, if the database lets us."""
     try:
-        async with unavailable_on_connection_errors(), state.sessions() as session, session.begin():
-            await runs.fail(session, run_id=run_id, attempt=0, error="service_unavailable: could not enqueue")
+        async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
+            await runs.fail(connection, run_id=run_id, attempt=0, error="service_unavailable: could not enqueue")
     except ServiceUnavailable:
         pass

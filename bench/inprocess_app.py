@@ -32,6 +32,7 @@ from api.openai_chunks import ChunkWriter
 from domain.chat import ChatCompletionRequest, ChatJob, ModelParams
 from domain.events import ClientToolCallDelta, RunEvent
 from domain.settings import load_settings
+from switchboard.cli import declare_asyncio, tune_gc
 from workers.engine import RunOutcome
 from workers.general_agent import GeneralAgentEngine
 from workers.llm import create_http_client, create_model, speaks_openai_chat
@@ -138,8 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--llm-model", default="fake-model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    app = create_app(args.llm_base_url, args.llm_model)
+    # The same process tuning as `switchboard api` and `switchboard worker`, so that the comparison
+    # measures the architecture, not the runtime settings.
+    tune_gc()
+    declare_asyncio()
     uvicorn.run(
-        create_app(args.llm_base_url, args.llm_model),
+        app,
         host="127.0.0.1",
         port=args.port,
         log_level="warning",

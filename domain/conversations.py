@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.models import Conversation, Message, utcnow
 
@@ -19,12 +20,7 @@ def new_conversation_key() -> str:
     return "conv_" + secrets.token_hex(12)
 
 
-async def find(session: AsyncSession, *, user_id: str, key: str) -> Conversation | None:
-    result = await session.execute(select(Conversation).where(Conversation.user_id == user_id, Conversation.key == key))
-    return result.scalar_one_or_none()
-
-
-async def get_or_create_id(session: AsyncSession, *, user_id: str, key: str, known_new: bool = False) -> int:
+async def get_or_create_id(connection: AsyncConnection, *, user_id: str, key: str, known_new: bool = False) -> int:
     """The id of the user's conversation named `key`, created on first use, its `updated_at` bumped.
 
     Two requests may name the same new conversation at once: the insert that loses the race does
@@ -33,7 +29,7 @@ async def get_or_create_id(session: AsyncSession, *, user_id: str, key: str, kno
     """
     now = utcnow()
     if not known_new:
-        bumped = await session.execute(
+        bumped = await connection.execute(
             update(Conversation)
             .where(Conversation.user_id == user_id, Conversation.key == key)
             .values(updated_at=now)
@@ -42,8 +38,8 @@ async def get_or_create_id(session: AsyncSession, *, user_id: str, key: str, kno
         existing = bumped.scalar_one_or_none()
         if existing is not None:
             return existing
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    created = await session.execute(
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    created = await connection.execute(
         insert(Conversation)
         .values(user_id=user_id, key=key, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["user_id", "key"])
@@ -51,7 +47,7 @@ async def get_or_create_id(session: AsyncSession, *, user_id: str, key: str, kno
     )
     conversation_id = created.scalar_one_or_none()
     if conversation_id is None:
-        winner = await session.execute(
+        winner = await connection.execute(
             select(Conversation.id).where(Conversation.user_id == user_id, Conversation.key == key)
         )
         conversation_id = winner.scalar_one()
@@ -59,8 +55,8 @@ async def get_or_create_id(session: AsyncSession, *, user_id: str, key: str, kno
 
 
 async def recent_messages(
-    session: AsyncSession, *, user_id: str, conversation_id: int, limit: int, up_to_run: str | None = None
-) -> Sequence[Message]:
+    connection: AsyncConnection, *, user_id: str, conversation_id: int, limit: int, up_to_run: str | None = None
+) -> Sequence[Row[Any]]:
     """The newest `limit` messages, oldest first.
 
     With `up_to_run`, messages stored after that run's own input are left out: a turn sent while an
@@ -74,5 +70,5 @@ async def recent_messages(
             .scalar_subquery()
         )
         query = query.where(Message.id <= last_input)
-    result = await session.execute(query.order_by(Message.id.desc()).limit(limit))
-    return list(reversed(result.scalars().all()))
+    result = await connection.execute(query.order_by(Message.id.desc()).limit(limit))
+    return list(reversed(result.all()))

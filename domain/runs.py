@@ -4,8 +4,8 @@ Both ends of a run are single transactions. Acceptance writes the run and the us
 an accepted request is never lost; completion writes the answer and the final state together, and
 only while the run is not already finished, so a second execution of the same job writes nothing.
 
-These are Core statements rather than ORM units of work: they run on every request, and the ORM's
-bookkeeping would cost more CPU than the statements themselves.
+These are Core statements on a plain connection rather than ORM units of work: they run on every
+request, and a session's bookkeeping would cost more CPU than the statements themselves.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain import conversations
 from domain.chat import ChatMessage
@@ -63,7 +63,7 @@ def message_values(
 
 
 async def accept(
-    session: AsyncSession,
+    connection: AsyncConnection,
     *,
     run_id: str,
     user_id: str,
@@ -77,9 +77,9 @@ async def accept(
     conversation_id: int | None = None
     if conversation_key is not None:
         conversation_id = await conversations.get_or_create_id(
-            session, user_id=user_id, key=conversation_key, known_new=new_conversation
+            connection, user_id=user_id, key=conversation_key, known_new=new_conversation
         )
-    await session.execute(
+    await connection.execute(
         insert(Run).values(
             id=run_id,
             user_id=user_id,
@@ -92,7 +92,7 @@ async def accept(
         )
     )
     if conversation_id is not None and new_messages:
-        await session.execute(
+        await connection.execute(
             insert(Message),
             [
                 message_values(
@@ -108,13 +108,14 @@ async def accept(
     return AcceptedTurn(run_id=run_id, conversation_id=conversation_id, conversation_key=conversation_key)
 
 
-async def load(session: AsyncSession, run_id: str) -> Run | None:
-    return await session.get(Run, run_id)
+async def load(connection: AsyncConnection, run_id: str) -> Row[Any] | None:
+    result = await connection.execute(select(Run.id, Run.status, Run.error, Run.usage).where(Run.id == run_id))
+    return result.one_or_none()
 
 
-async def claim(session: AsyncSession, *, run_id: str, attempt: int) -> ClaimedRun | None:
+async def claim(connection: AsyncConnection, *, run_id: str, attempt: int) -> ClaimedRun | None:
     """Mark the run as running in this attempt; None when it is missing or already finished."""
-    result = await session.execute(
+    result = await connection.execute(
         update(Run)
         .where(Run.id == run_id, Run.status.not_in(FINISHED))
         .values(status="running", attempt=attempt)
@@ -127,7 +128,7 @@ async def claim(session: AsyncSession, *, run_id: str, attempt: int) -> ClaimedR
 
 
 async def finish(
-    session: AsyncSession,
+    connection: AsyncConnection,
     *,
     run: ClaimedRun,
     attempt: int,
@@ -135,15 +136,15 @@ async def finish(
     usage: Usage,
 ) -> bool:
     """Store the answer and close the run. Returns False, writing nothing, if it was already closed."""
-    result = await session.execute(
+    result = await connection.execute(
         update(Run)
         .where(Run.id == run.id, Run.status.not_in(FINISHED))
         .values(status="succeeded", attempt=attempt, usage=usage.model_dump(), finished_at=utcnow())
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not result.rowcount:
         return False
     if run.conversation_id is not None and reply is not None:
-        await session.execute(
+        await connection.execute(
             insert(Message).values(
                 **message_values(
                     item_id=f"{run.id}-out",
@@ -157,20 +158,15 @@ async def finish(
     return True
 
 
-async def fail(session: AsyncSession, *, run_id: str, attempt: int, error: str) -> bool:
-    result = await session.execute(
+async def fail(connection: AsyncConnection, *, run_id: str, attempt: int, error: str) -> bool:
+    result = await connection.execute(
         update(Run)
         .where(Run.id == run_id, Run.status.not_in(FINISHED))
         .values(status="failed", attempt=attempt, error=error, finished_at=utcnow())
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)
 
 
-async def stored_reply(session: AsyncSession, run_id: str) -> Message | None:
-    result = await session.execute(select(Message).where(Message.item_id == f"{run_id}-out"))
-    return result.scalar_one_or_none()
-
-
-def usage_of(run: Run) -> Usage:
+def usage_of(run: Row[Any]) -> Usage:
     data: dict[str, Any] = run.usage or {}
     return Usage.model_validate(data)

@@ -11,12 +11,12 @@ from typing import Any
 
 import structlog
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, ModelTimeoutError, UnexpectedModelBehavior
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain import conversations, runs
 from domain.chat import ChatJob, ChatMessage, ToolCallSpec
 from domain.events import RunCompleted, RunFailed, RunStarted
-from domain.models import Message, Run
 from domain.runs import ClaimedRun
 from workers.context import DEPS_KEY, WorkerDeps
 from workers.publisher import RunPublisher
@@ -40,14 +40,14 @@ async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
     publisher = RunPublisher(
         deps.event_log, run_id=job.run_id, attempt=attempt, coalesce_s=settings.delta_coalesce_ms / 1000
     )
-    async with deps.sessions() as session, session.begin():
-        run = await runs.claim(session, run_id=job.run_id, attempt=attempt)
+    async with deps.db_engine.begin() as connection:
+        run = await runs.claim(connection, run_id=job.run_id, attempt=attempt)
         if run is None:
-            finished = await runs.load(session, job.run_id)
+            finished = await runs.load(connection, job.run_id)
         elif job.history is not None:
             history = job.history
         else:
-            history = job.system_messages + await _stored_window(session, run, settings.history_window)
+            history = job.system_messages + await _stored_window(connection, run, settings.history_window)
     if run is None:
         if finished is None:
             log.warning("run.missing")
@@ -56,7 +56,8 @@ async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
         await _replay_outcome(deps, finished, attempt)
         return "duplicate"
 
-    await publisher.emit(RunStarted(run_id=job.run_id, attempt=attempt))
+    # Announced while the model is being asked, not before it.
+    publisher.emit_soon(RunStarted(run_id=job.run_id, attempt=attempt))
     log.info("run.started", assistant=job.assistant, history_messages=len(history))
     try:
         async with asyncio.timeout(settings.run_timeout_s):
@@ -77,8 +78,10 @@ async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
         return await _fail(deps, publisher, "internal_error", "the run failed unexpectedly")
 
     await publisher.flush()
-    async with deps.sessions() as session, session.begin():
-        stored = await runs.finish(session, run=run, attempt=attempt, reply=outcome.as_message(), usage=outcome.usage)
+    async with deps.db_engine.begin() as connection:
+        stored = await runs.finish(
+            connection, run=run, attempt=attempt, reply=outcome.as_message(), usage=outcome.usage
+        )
     await publisher.emit(
         RunCompleted(run_id=job.run_id, attempt=attempt, finish_reason=outcome.finish_reason, usage=outcome.usage)
     )
@@ -86,16 +89,16 @@ async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
     return "completed"
 
 
-async def _stored_window(session: AsyncSession, run: ClaimedRun, window: int) -> list[ChatMessage]:
+async def _stored_window(connection: AsyncConnection, run: ClaimedRun, window: int) -> list[ChatMessage]:
     if run.conversation_id is None:
         return []
     rows = await conversations.recent_messages(
-        session, user_id=run.user_id, conversation_id=run.conversation_id, limit=window, up_to_run=run.id
+        connection, user_id=run.user_id, conversation_id=run.conversation_id, limit=window, up_to_run=run.id
     )
     return [_as_chat_message(row) for row in rows]
 
 
-def _as_chat_message(row: Message) -> ChatMessage:
+def _as_chat_message(row: Row[Any]) -> ChatMessage:
     calls = [ToolCallSpec.model_validate(call) for call in row.tool_calls] if row.tool_calls else None
     return ChatMessage(
         role=row.role,
@@ -108,13 +111,13 @@ def _as_chat_message(row: Message) -> ChatMessage:
 async def _fail(deps: WorkerDeps, publisher: RunPublisher, code: str, message: str) -> str:
     log.warning("run.failed", code=code, error=message)
     await publisher.flush()
-    async with deps.sessions() as session, session.begin():
-        await runs.fail(session, run_id=publisher.run_id, attempt=publisher.attempt, error=f"{code}: {message}")
+    async with deps.db_engine.begin() as connection:
+        await runs.fail(connection, run_id=publisher.run_id, attempt=publisher.attempt, error=f"{code}: {message}")
     await publisher.emit(RunFailed(run_id=publisher.run_id, attempt=publisher.attempt, code=code, message=message))
     return "failed"
 
 
-async def _replay_outcome(deps: WorkerDeps, run: Run, attempt: int) -> None:
+async def _replay_outcome(deps: WorkerDeps, run: Row[Any], attempt: int) -> None:
     if run.status == "succeeded":
         event: RunCompleted | RunFailed = RunCompleted(run_id=run.id, attempt=attempt, usage=runs.usage_of(run))
     else:

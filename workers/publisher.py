@@ -22,6 +22,7 @@ class RunPublisher:
         self._pending: list[str] = []
         self._sent_text = False
         self._flush_task: asyncio.Task[None] | None = None
+        self._soon: asyncio.Task[None] | None = None
         # Two publishes in flight on two pooled connections could reach Redis out of order.
         self._order = asyncio.Lock()
 
@@ -30,6 +31,8 @@ class RunPublisher:
             return
         if not self._sent_text or self._coalesce_s == 0:
             self._sent_text = True
+            if self._soon is not None:
+                await self.flush()
             await self._publish(TextDelta(run_id=self.run_id, attempt=self.attempt, text=delta))
             return
         self._pending.append(delta)
@@ -40,7 +43,14 @@ class RunPublisher:
         await self.flush()
         await self._publish(event)
 
+    def emit_soon(self, event: RunEvent) -> None:
+        """Publish without waiting for it; anything published later waits for it, so order holds."""
+        self._soon = asyncio.create_task(self._publish(event))
+
     async def flush(self) -> None:
+        if self._soon is not None:
+            soon, self._soon = self._soon, None
+            await soon
         if self._flush_task is not None:
             self._flush_task.cancel()
             self._flush_task = None
