@@ -45,6 +45,18 @@ class EventLog:
         )
         return int(seq)
 
+    async def publish_many(self, events: list[RunEvent]) -> None:
+        """Publish in order, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                run_id = event.run_id
+                await self._script(
+                    keys=[keys.run_seq(run_id), keys.run_log(run_id), keys.run_channel(run_id)],
+                    args=[encode_event(event), self._max_events, self._ttl_s],
+                    client=pipe,
+                )
+            await pipe.execute()
+
     async def read(self, run_id: str, *, after_seq: int = 0) -> list[RunEvent]:
         raw: list[bytes] = await self._redis.lrange(keys.run_log(run_id), 0, -1)  # type: ignore[misc]
         events = [decode_event(item) for item in raw]

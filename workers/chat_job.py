@@ -38,7 +38,7 @@ async def run_chat(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
 async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
     settings = deps.settings
     publisher = RunPublisher(
-        deps.event_log, run_id=job.run_id, attempt=attempt, coalesce_s=settings.delta_coalesce_ms / 1000
+        deps.events, run_id=job.run_id, attempt=attempt, coalesce_s=settings.delta_coalesce_ms / 1000
     )
     async with deps.db_engine.begin() as connection:
         run = await runs.claim(connection, run_id=job.run_id, attempt=attempt)
@@ -57,7 +57,7 @@ async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
         return "duplicate"
 
     # Announced while the model is being asked, not before it.
-    publisher.emit_soon(RunStarted(run_id=job.run_id, attempt=attempt))
+    await publisher.emit(RunStarted(run_id=job.run_id, attempt=attempt))
     log.info("run.started", assistant=job.assistant, history_messages=len(history))
     try:
         async with asyncio.timeout(settings.run_timeout_s):
@@ -77,12 +77,12 @@ async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
         log.exception("run.crashed")
         return await _fail(deps, publisher, "internal_error", "the run failed unexpectedly")
 
-    await publisher.flush()
+    publisher.flush()
     async with deps.db_engine.begin() as connection:
         stored = await runs.finish(
             connection, run=run, attempt=attempt, reply=outcome.as_message(), usage=outcome.usage
         )
-    await publisher.emit(
+    await publisher.finish(
         RunCompleted(run_id=job.run_id, attempt=attempt, finish_reason=outcome.finish_reason, usage=outcome.usage)
     )
     log.info("run.completed", finish_reason=outcome.finish_reason, stored=stored, **outcome.usage.model_dump())
@@ -110,10 +110,10 @@ def _as_chat_message(row: Row[Any]) -> ChatMessage:
 
 async def _fail(deps: WorkerDeps, publisher: RunPublisher, code: str, message: str) -> str:
     log.warning("run.failed", code=code, error=message)
-    await publisher.flush()
+    publisher.flush()
     async with deps.db_engine.begin() as connection:
         await runs.fail(connection, run_id=publisher.run_id, attempt=publisher.attempt, error=f"{code}: {message}")
-    await publisher.emit(RunFailed(run_id=publisher.run_id, attempt=publisher.attempt, code=code, message=message))
+    await publisher.finish(RunFailed(run_id=publisher.run_id, attempt=publisher.attempt, code=code, message=message))
     return "failed"
 
 
@@ -123,4 +123,4 @@ async def _replay_outcome(deps: WorkerDeps, run: Row[Any], attempt: int) -> None
     else:
         code, _, message = (run.error or "internal_error: the run failed").partition(": ")
         event = RunFailed(run_id=run.id, attempt=attempt, code=code, message=message)
-    await deps.event_log.publish(event)
+    await deps.events.deliver(event)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from domain.event_log import EventLog
 from domain.settings import Settings
 from workers.engine import Engine
+from workers.event_sink import EventSink
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,10 +22,12 @@ class WorkerDeps:
     sessions: async_sessionmaker[AsyncSession]
     redis: Redis
     event_log: EventLog
+    events: EventSink
     http_client: httpx2.AsyncClient
     engines: Mapping[str, Engine]
 
     async def aclose(self) -> None:
+        await self.events.aclose()
         await self.http_client.aclose()
         await self.redis.aclose()
         await self.db_engine.dispose()

@@ -17,6 +17,7 @@ from workers.chat_job import run_chat
 from workers.context import DEPS_KEY, WorkerDeps
 from workers.dispatch import WakeableWorker
 from workers.engine import Engine
+from workers.event_sink import EventSink
 from workers.general_agent import GeneralAgentEngine
 from workers.llm import create_http_client, create_model, speaks_openai_chat
 
@@ -31,12 +32,16 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         db_engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         redis = Redis.from_url(settings.redis_url)
         http_client = create_http_client(settings)
+        event_log = EventLog(redis, max_events=settings.event_log_max, ttl_s=settings.event_log_ttl_s)
+        events = EventSink(event_log)
+        events.start()
         ctx[DEPS_KEY] = WorkerDeps(
             settings=settings,
             db_engine=db_engine,
             sessions=session_factory(db_engine),
             redis=redis,
-            event_log=EventLog(redis, max_events=settings.event_log_max, ttl_s=settings.event_log_ttl_s),
+            event_log=event_log,
+            events=events,
             http_client=http_client,
             engines=build_engines(settings, http_client),
         )

@@ -1,0 +1,75 @@
+"""One sender of run events per worker process, batching every run's events into one round trip.
+
+Runs hand their events over without waiting; the sender writes whatever has gathered since its last
+round trip as one pipeline, in the order the events were handed over. So each run's events keep
+their order, and a hundred concurrent runs cost a handful of round trips per tick, not a hundred.
+Only a run's last event is waited for, so a job never ends before its outcome has been published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from redis.exceptions import RedisError
+
+from domain.event_log import EventLog
+from domain.events import RunEvent
+
+log = structlog.get_logger("switchboard.worker.events")
+
+
+class EventSink:
+    def __init__(self, event_log: EventLog) -> None:
+        self._log = event_log
+        self._pending: list[tuple[RunEvent, asyncio.Future[None] | None]] = []
+        self._ready = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._sender = asyncio.create_task(self._send_forever(), name="event-sink")
+
+    async def aclose(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        if self._pending:
+            await self._send(self._take())
+
+    def send(self, event: RunEvent) -> None:
+        self._pending.append((event, None))
+        self._ready.set()
+
+    async def deliver(self, event: RunEvent) -> None:
+        """Send and wait until Redis has it (and everything handed over before it)."""
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, delivered))
+        self._ready.set()
+        await delivered
+
+    def _take(self) -> list[tuple[RunEvent, asyncio.Future[None] | None]]:
+        batch, self._pending = self._pending, []
+        self._ready.clear()
+        return batch
+
+    async def _send_forever(self) -> None:
+        while True:
+            await self._ready.wait()
+            await self._send(self._take())
+
+    async def _send(self, batch: list[tuple[RunEvent, asyncio.Future[None] | None]]) -> None:
+        try:
+            await self._log.publish_many([event for event, _ in batch])
+        except (RedisError, OSError) as exc:
+            # Lost events are not fatal to a run: its outcome is in the database, and a waiting client
+            # gives up after the relay's timeout. Whoever waits for delivery is told.
+            log.error("events.lost", count=len(batch), error=str(exc))
+            for _, delivered in batch:
+                if delivered is not None and not delivered.done():
+                    delivered.set_exception(exc)
+            return
+        for _, delivered in batch:
+            if delivered is not None and not delivered.done():
+                delivered.set_result(None)
