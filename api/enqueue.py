@@ -19,14 +19,16 @@ from domain import keys
 from domain.errors import ServiceUnavailable
 
 # KEYS: job key, result key, queue, wake list. ARGV: job bytes, expiry ms, score, job id, wake list max.
+# RPUSH here and BLPOP in the workers make the wake list first-in, first-out: with LPUSH it would be
+# a stack, and under sustained load the oldest jobs would wait until the load stopped.
 _ENQUEUE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
   return 0
 end
 redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('LPUSH', KEYS[4], ARGV[4])
-redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+redis.call('RPUSH', KEYS[4], ARGV[4])
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
 return 1
 """
 
