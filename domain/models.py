@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an `INTEGER PRIMARY KEY`; PostgreSQL gets a real bigint.
@@ -78,3 +78,59 @@ class Run(Base):
     usage: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Task(Base):
+    """A todo. `number` is the id the user sees: their own 1, 2, 3…, never reused after a delete."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        UniqueConstraint("user_id", "number", name="uq_tasks_user_number"),
+        Index("ix_tasks_user_completed_number", "user_id", "completed", "number"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    number: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    completed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TaskSequence(Base):
+    """The last task number handed to each user, so numbers stay unique after deletes and races."""
+
+    __tablename__ = "task_sequences"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ToolCall(Base):
+    """A server-side tool call of a run, with its result.
+
+    Written in the same transaction as the call's effect, keyed by (run, ordinal): a retried attempt
+    that makes the same call again gets the recorded result instead of doing it twice.
+    """
+
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        UniqueConstraint("run_id", "ordinal", name="uq_tool_calls_run_ordinal"),
+        Index("ix_tool_calls_user_conversation_id", "user_id", "conversation_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), default=None
+    )
+    run_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    ordinal: Mapped[int | None] = mapped_column(Integer, default=None)
+    call_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    tool_name: Mapped[str] = mapped_column(String(64))
+    arguments: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
+    is_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
