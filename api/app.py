@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
+from api import todo_routes
 from api.auth import Authenticator
 from api.chat_completions import chat_completions
 from api.enqueue import JobEnqueuer
@@ -71,6 +72,16 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/api/me", todo_routes.me, methods=["GET"]),
+            Route("/api/{user_id}/chat", todo_routes.chat, methods=["POST"]),
+            Route("/api/{user_id}/tasks", todo_routes.list_tasks, methods=["GET"]),
+            Route("/api/{user_id}/conversations", todo_routes.list_conversations, methods=["GET"]),
+            Route(
+                "/api/{user_id}/conversations/{conversation_id}/messages", todo_routes.list_messages, methods=["GET"]
+            ),
+            Route(
+                "/api/{user_id}/conversations/{conversation_id}", todo_routes.delete_conversation, methods=["DELETE"]
+            ),
         ],
         middleware=middleware,
         exception_handlers={

@@ -1,12 +1,20 @@
 """Who is calling: an API key, or a bearer JWT whose `sub` is the user id.
 
-The user is taken from these credentials and nothing else: never from a request body, a header the
-client chooses, or model output.
+The user is taken from these credentials and nothing else: never from a request body, a path, a
+header the client chooses, or model output.
+
+Tokens come in two kinds, told apart by the algorithm in their header and never mixed: HS256,
+signed with `SWITCHBOARD_JWT_SECRET` (as Better Auth issues them with a shared secret), and RS256 or
+EdDSA, verified against the keys at `SWITCHBOARD_JWT_JWKS_URL`. Each kind is checked only with its
+own key and algorithm list, which is what defeats algorithm confusion (a token signed with HS256
+using the public RSA key as the secret) and `alg: none`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from typing import Any
 
 import jwt
 
@@ -14,6 +22,8 @@ from domain.errors import AuthenticationFailed
 from domain.settings import Settings
 
 LOCAL_USER = "local"
+HMAC_ALGORITHMS = ["HS256"]
+JWKS_ALGORITHMS = ["RS256", "EdDSA"]
 
 
 def _digest(secret: str) -> bytes:
@@ -26,10 +36,13 @@ class Authenticator:
         # Looked up by digest, so the comparison time says nothing about how much of a key matched.
         self._keys = {_digest(key): user for key, user in settings.api_keys.items()}
         self._jwt_secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+        self._jwks = (
+            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300) if settings.jwt_jwks_url else None
+        )
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
 
-    def authenticate(self, authorization: str | None) -> str:
+    async def authenticate(self, authorization: str | None) -> str:
         """The caller's user id, or `AuthenticationFailed`."""
         if self._open:
             return LOCAL_USER
@@ -42,24 +55,33 @@ class Authenticator:
         user = self._keys.get(_digest(credential))
         if user is not None:
             return user
-        if self._jwt_secret is not None and credential.count(".") == 2:
-            return self._decode_jwt(credential)
+        if credential.count(".") == 2 and (self._jwt_secret is not None or self._jwks is not None):
+            return await self._decode_jwt(credential)
         raise AuthenticationFailed("invalid API key or token")
 
-    def _decode_jwt(self, token: str) -> str:
-        assert self._jwt_secret is not None
+    async def _decode_jwt(self, token: str) -> str:
         try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+            if algorithm in HMAC_ALGORITHMS and self._jwt_secret is not None:
+                key: Any = self._jwt_secret
+                algorithms = HMAC_ALGORITHMS
+            elif algorithm in JWKS_ALGORITHMS and self._jwks is not None:
+                # The key set is cached; a fetch (first use, unknown key id) must not stall the loop.
+                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+                algorithms = [algorithm]
+            else:
+                raise AuthenticationFailed("invalid token: algorithm not accepted")
             claims = jwt.decode(
                 token,
-                self._jwt_secret,
-                algorithms=["HS256"],
+                key,
+                algorithms=algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationFailed("token expired") from None
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError):
             raise AuthenticationFailed("invalid token") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:

@@ -44,7 +44,7 @@ SHUTDOWN_GRACE_S = 2.0
 
 async def chat_completions(request: Request) -> Response:
     state: AppState = request.state.app
-    user_id = state.authenticator.authenticate(request.headers.get("authorization"))
+    user_id = await state.authenticator.authenticate(request.headers.get("authorization"))
     body = validate(ChatCompletionRequest, await read_json(request, max_bytes=state.settings.max_body_bytes))
     if body.model not in ASSISTANTS:
         raise NotFound(f"The model '{body.model}' does not exist", param="model", code="model_not_found")

@@ -22,6 +22,7 @@ from domain.errors import (
     RunTimeout,
     ServiceUnavailable,
     SwitchboardError,
+    Unprocessable,
 )
 
 log = structlog.get_logger("switchboard.api")
@@ -32,6 +33,7 @@ _STATUS: list[tuple[type[SwitchboardError], int, str]] = [
     (AuthenticationFailed, 401, "authentication_error"),
     (PermissionDenied, 403, "permission_error"),
     (NotFound, 404, "invalid_request_error"),
+    (Unprocessable, 422, "invalid_request_error"),
     (PayloadTooLarge, 413, "invalid_request_error"),
     (Overloaded, 429, "rate_limit_error"),
     (ProviderError, 502, "upstream_error"),

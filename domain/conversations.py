@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.models import Conversation, Message, utcnow
+from domain.models import Conversation, Message, Run, ToolCall, utcnow
 
 MAX_KEY_LENGTH = 255
 
@@ -72,3 +75,104 @@ async def recent_messages(
         query = query.where(Message.id <= last_input)
     result = await connection.execute(query.order_by(Message.id.desc()).limit(limit))
     return list(reversed(result.all()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationView:
+    id: int
+    key: str
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+async def get(connection: AsyncConnection, *, user_id: str, key: str) -> ConversationView | None:
+    """The user's conversation named `key`; another user's is as missing as one that never was."""
+    result = await connection.execute(
+        select(
+            Conversation.id, Conversation.key, Conversation.title, Conversation.created_at, Conversation.updated_at
+        ).where(Conversation.user_id == user_id, Conversation.key == key)
+    )
+    row = result.one_or_none()
+    return None if row is None else ConversationView(**row._asdict())
+
+
+async def list_recent(
+    connection: AsyncConnection, *, user_id: str, limit: int, before: tuple[datetime, int] | None = None
+) -> list[ConversationView]:
+    """Newest first; `before` is the (updated_at, id) of the last one already seen."""
+    query = select(
+        Conversation.id, Conversation.key, Conversation.title, Conversation.created_at, Conversation.updated_at
+    ).where(Conversation.user_id == user_id)
+    if before is not None:
+        updated_at, conversation_id = before
+        query = query.where(
+            or_(
+                Conversation.updated_at < updated_at,
+                and_(Conversation.updated_at == updated_at, Conversation.id < conversation_id),
+            )
+        )
+    result = await connection.execute(
+        query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit)
+    )
+    return [ConversationView(**row._asdict()) for row in result]
+
+
+async def delete(connection: AsyncConnection, *, user_id: str, key: str) -> bool:
+    """Delete the conversation with its messages, runs and tool calls; the user's tasks stay."""
+    conversation = await get(connection, user_id=user_id, key=key)
+    if conversation is None:
+        return False
+    # Children first: SQLite enforces ON DELETE CASCADE only when foreign keys are switched on, and
+    # a database someone else opened may not have them on.
+    for table in (ToolCall, Message, Run):
+        await connection.execute(
+            sa_delete(table).where(table.user_id == user_id, table.conversation_id == conversation.id)
+        )
+    await connection.execute(sa_delete(Conversation).where(Conversation.id == conversation.id))
+    return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredMessage:
+    id: int
+    role: str
+    content: str
+    created_at: datetime
+    run_id: str | None
+    tool_calls: list[dict[str, Any]]
+
+
+async def list_messages(
+    connection: AsyncConnection, *, user_id: str, conversation_id: int, limit: int, after_id: int | None = None
+) -> list[StoredMessage]:
+    """Oldest first, each assistant message with the server-side tool calls its run made."""
+    query = select(Message.id, Message.role, Message.content, Message.created_at, Message.run_id).where(
+        Message.user_id == user_id, Message.conversation_id == conversation_id
+    )
+    if after_id is not None:
+        query = query.where(Message.id > after_id)
+    rows = (await connection.execute(query.order_by(Message.id).limit(limit))).all()
+    run_ids = {row.run_id for row in rows if row.role == "assistant" and row.run_id}
+    calls: dict[str, list[dict[str, Any]]] = {}
+    if run_ids:
+        result = await connection.execute(
+            select(ToolCall.run_id, ToolCall.tool_name, ToolCall.arguments, ToolCall.result, ToolCall.is_error)
+            .where(ToolCall.user_id == user_id, ToolCall.run_id.in_(run_ids))
+            .order_by(ToolCall.run_id, ToolCall.ordinal, ToolCall.id)
+        )
+        for call in result:
+            calls.setdefault(call.run_id, []).append(
+                {"tool": call.tool_name, "args": call.arguments, "result": call.result, "is_error": call.is_error}
+            )
+    return [
+        StoredMessage(
+            id=row.id,
+            role=row.role,
+            content=row.content,
+            created_at=row.created_at,
+            run_id=row.run_id,
+            tool_calls=calls.get(row.run_id, []) if row.role == "assistant" and row.run_id else [],
+        )
+        for row in rows
+    ]

@@ -32,6 +32,12 @@ class InvalidRequest(SwitchboardError):
     code = "invalid_request"
 
 
+class Unprocessable(SwitchboardError):
+    """Well-formed JSON whose content does not fit the endpoint's schema (the todo API's 422)."""
+
+    code = "validation_error"
+
+
 class AuthenticationFailed(SwitchboardError):
     code = "invalid_api_key"
 
