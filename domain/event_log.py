@@ -8,6 +8,7 @@ enqueued sees every event either live or in the log.
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from domain import keys
 from domain.events import RunEvent, decode_event, encode_event
@@ -46,16 +47,33 @@ class EventLog:
         return int(seq)
 
     async def publish_many(self, events: list[RunEvent]) -> None:
-        """Publish in order, in one round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                run_id = event.run_id
-                await self._script(
-                    keys=[keys.run_seq(run_id), keys.run_log(run_id), keys.run_channel(run_id)],
-                    args=[encode_event(event), self._max_events, self._ttl_s],
-                    client=pipe,
-                )
-            await pipe.execute()
+        """Publish in order, in one round trip.
+
+        EVALSHA is queued directly: redis-py's script objects would ask SCRIPT EXISTS before every
+        pipeline, a second round trip for nothing. A server that lost its scripts (a restart) answers
+        NOSCRIPT to every command of the batch, so loading the script and sending again is safe.
+        """
+        for attempt in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    run_id = event.run_id
+                    pipe.evalsha(
+                        self._script.sha,
+                        3,
+                        keys.run_seq(run_id),
+                        keys.run_log(run_id),
+                        keys.run_channel(run_id),
+                        encode_event(event),
+                        str(self._max_events),
+                        str(self._ttl_s),
+                    )
+                try:
+                    await pipe.execute()
+                    return
+                except NoScriptError:
+                    if attempt:
+                        raise
+            await self._redis.script_load(_PUBLISH_SCRIPT)
 
     async def read(self, run_id: str, *, after_seq: int = 0) -> list[RunEvent]:
         raw: list[bytes] = await self._redis.lrange(keys.run_log(run_id), 0, -1)  # type: ignore[misc]
