@@ -1,0 +1,934 @@
+// Switchboard todo assistant: the whole client. Vanilla JS, no build step, no third-party code.
+//
+// Safety rule for this file: text from the user, the model or the server is only ever put on the
+// page with textContent / text nodes (the `h()` helper below), never as HTML.
+"use strict";
+
+(() => {
+  // ------------------------------------------------------------------ credential storage
+
+  // The credential lives in sessionStorage, not localStorage: it survives a reload (the page restores
+  // the session) but belongs to this tab alone and is gone when the tab closes, so a bearer key is not
+  // left on disk for whoever uses the browser next, and another tab can sign in as someone else.
+  const CREDENTIAL_KEY = "switchboard.credential";
+
+  function readCredential() {
+    try { return window.sessionStorage.getItem(CREDENTIAL_KEY); } catch { return null; }
+  }
+  function storeCredential(value) {
+    try { window.sessionStorage.setItem(CREDENTIAL_KEY, value); } catch { /* private mode: this tab only */ }
+  }
+  function clearCredential() {
+    try { window.sessionStorage.removeItem(CREDENTIAL_KEY); } catch { /* nothing stored */ }
+  }
+
+  // ------------------------------------------------------------------ small helpers
+
+  const $ = (selector) => document.querySelector(selector);
+
+  /** Build an element: h("p", {class: "x"}, "text", child). Strings become text nodes, never HTML. */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === false || value == null) continue;
+      if (name === "class") el.className = value;
+      else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+      else el.setAttribute(name, value === true ? "" : String(value));
+    }
+    for (const child of children) {
+      if (child == null || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  const NETWORK_MESSAGE = "Can't reach the server. Check your connection and try again.";
+
+  class ApiError extends Error {
+    constructor(message, status, type, code) {
+      super(message);
+      this.status = status;
+      this.type = type;
+      this.code = code;
+    }
+  }
+
+  const isAbort = (err) => err && err.name === "AbortError";
+
+  function sentence(text) {
+    const s = String(text || "").trim();
+    if (!s) return "";
+    const first = s[0].toUpperCase() + s.slice(1);
+    return /[.!?]$/.test(first) ? first : first + ".";
+  }
+
+  /** Server times are UTC; SQLite hands them back without an offset. */
+  function parseTime(iso) {
+    if (!iso) return null;
+    const text = /(Z|[+-]\d\d:?\d\d)$/.test(iso) ? iso : iso + "Z";
+    const date = new Date(text);
+    return Number.isNaN(date.getTime()) ? null : date;
+  }
+
+  const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+  function timeAgo(iso) {
+    const date = parseTime(iso);
+    if (!date) return "";
+    const seconds = (date.getTime() - Date.now()) / 1000;
+    const abs = Math.abs(seconds);
+    if (abs < 45) return "just now";
+    if (abs < 45 * 60) return relative.format(Math.round(seconds / 60), "minute");
+    if (abs < 22 * 3600) return relative.format(Math.round(seconds / 3600), "hour");
+    if (abs < 6 * 86400) return relative.format(Math.round(seconds / 86400), "day");
+    return shortDate(date);
+  }
+  function shortDate(date) {
+    const sameYear = date.getFullYear() === new Date().getFullYear();
+    return date.toLocaleDateString(undefined, { month: "short", day: "numeric", year: sameYear ? undefined : "numeric" });
+  }
+  function clockTime(iso) {
+    const date = parseTime(iso);
+    return date ? date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" }) : "";
+  }
+  function fullTime(iso) {
+    const date = parseTime(iso);
+    return date ? date.toLocaleString() : "";
+  }
+
+  function truncate(text, max) {
+    const s = String(text);
+    return s.length > max ? s.slice(0, max - 1).trimEnd() + "…" : s;
+  }
+
+  // ------------------------------------------------------------------ state
+
+  const state = {
+    credential: null,
+    userId: null,
+    conversationId: null,
+    conversations: [],
+    conversationsCursor: null,
+    titles: new Map(), // conversation id -> its first user message, as seen in this tab
+    filter: "all",
+    tasks: [],
+    tasksCursor: null,
+    knownTaskIds: null, // ids shown last time (same filter), to highlight new ones
+    stream: null, // {controller, reason}
+    seq: { conversations: 0, messages: 0, tasks: 0 },
+  };
+
+  // ------------------------------------------------------------------ HTTP
+
+  function userPath(...segments) {
+    return ["/api", state.userId, ...segments].map((s, i) => (i === 0 ? s : encodeURIComponent(s))).join("/");
+  }
+
+  async function errorFrom(response) {
+    let message = "";
+    let type;
+    let code;
+    try {
+      const body = await response.json();
+      if (body && body.error && typeof body.error.message === "string") {
+        message = body.error.message;
+        type = body.error.type;
+        code = body.error.code;
+      }
+    } catch { /* not JSON: a proxy's page, say */ }
+    if (!message) {
+      const what = `${response.status} ${response.statusText}`.trim();
+      message = response.status >= 500
+        ? `The server had a problem (${what}). Try again in a moment`
+        : `The request was refused (${what})`;
+    }
+    return new ApiError(sentence(message), response.status, type, code);
+  }
+
+  async function api(path, init = {}, credential = state.credential) {
+    const headers = new Headers(init.headers || {});
+    headers.set("Authorization", `Bearer ${credential}`);
+    if (init.body && !headers.has("Content-Type")) headers.set("Content-Type", "application/json");
+    let response;
+    try {
+      response = await fetch(path, { ...init, headers, cache: "no-store", credentials: "omit" });
+    } catch (err) {
+      if (isAbort(err)) throw err;
+      throw new ApiError(NETWORK_MESSAGE, 0, "network_error");
+    }
+    if (!response.ok) throw await errorFrom(response);
+    return response;
+  }
+
+  /** Server-Sent Events from a fetch body (EventSource can neither POST nor send headers). */
+  async function* readSse(body) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buffer += value;
+        // Normalise line ends, but keep a trailing \r: its \n may be in the next chunk.
+        const keep = buffer.endsWith("\r") ? "\r" : "";
+        buffer = buffer.slice(0, buffer.length - keep.length).replace(/\r\n?/g, "\n") + keep;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) !== -1) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          let event = "message";
+          const data = [];
+          for (const line of block.split("\n")) {
+            if (!line || line.startsWith(":")) continue; // comments are keep-alive pings
+            const colon = line.indexOf(":");
+            const field = colon === -1 ? line : line.slice(0, colon);
+            let value = colon === -1 ? "" : line.slice(colon + 1);
+            if (value.startsWith(" ")) value = value.slice(1);
+            if (field === "event") event = value;
+            else if (field === "data") data.push(value);
+          }
+          if (data.length) yield { event, data: data.join("\n") };
+        }
+      }
+    } finally {
+      reader.cancel().catch(() => {});
+    }
+  }
+
+  // ------------------------------------------------------------------ elements
+
+  const els = {};
+  function collectElements() {
+    for (const id of [
+      "signin", "signin-form", "credential", "signin-error", "signin-button", "app", "sidebar",
+      "new-conversation", "conversation-list", "conversations-empty", "conversations-more", "avatar",
+      "user-id", "sign-out", "open-sidebar", "chat-title", "open-tasks", "task-badge", "banner",
+      "banner-text", "banner-close", "scroller", "welcome", "loading-messages", "messages", "composer",
+      "message-input", "stop", "send", "tasks-pane", "tasks-refresh", "tasks-error", "task-list",
+      "tasks-empty", "tasks-more", "scrim", "announcer",
+    ]) {
+      els[id.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = document.getElementById(id);
+    }
+  }
+
+  function announce(text) {
+    els.announcer.textContent = "";
+    window.setTimeout(() => { els.announcer.textContent = text; }, 30);
+  }
+
+  function showBanner(text) {
+    els.bannerText.textContent = text;
+    els.banner.hidden = false;
+  }
+  function hideBanner() {
+    els.banner.hidden = true;
+    els.bannerText.textContent = "";
+  }
+
+  /** Every failed call ends here: 401 means the credential is no good any more. */
+  function report(err, context) {
+    if (isAbort(err)) return;
+    if (err instanceof ApiError && err.status === 401) {
+      signOut(`You were signed out: ${err.message} Sign in again to continue.`);
+      return;
+    }
+    showBanner(context ? `${context}. ${err.message}` : err.message);
+  }
+
+  // ------------------------------------------------------------------ sign-in / sign-out
+
+  function showSignin(message) {
+    els.app.hidden = true;
+    els.signin.hidden = false;
+    els.signinError.textContent = message || "";
+    els.signinError.hidden = !message;
+    els.credential.setAttribute("aria-invalid", message ? "true" : "false");
+    els.credential.focus();
+  }
+
+  async function signIn(credential, { restoring = false } = {}) {
+    els.signinButton.disabled = true;
+    els.signinButton.textContent = "Signing in…";
+    try {
+      const me = await (await api("/api/me", {}, credential)).json();
+      state.credential = credential;
+      state.userId = me.user_id;
+      storeCredential(credential);
+      startApp();
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        if (restoring) clearCredential();
+        showSignin(restoring
+          ? `Your saved sign-in is no longer accepted: ${err.message} Please sign in again.`
+          : `That key or token was not accepted: ${err.message}`);
+      } else {
+        showSignin(err.message || NETWORK_MESSAGE);
+        els.credential.value = credential; // so "Sign in" simply tries again
+      }
+    } finally {
+      els.signinButton.disabled = false;
+      els.signinButton.textContent = "Sign in";
+    }
+  }
+
+  function signOut(message) {
+    stopStream("signout");
+    clearCredential();
+    Object.assign(state, {
+      credential: null, userId: null, conversationId: null, conversations: [], conversationsCursor: null,
+      tasks: [], tasksCursor: null, knownTaskIds: null,
+    });
+    state.titles.clear();
+    state.seq.conversations++;
+    state.seq.messages++;
+    state.seq.tasks++;
+    // The open conversation belongs to the account that just left: drop it from the address.
+    history.replaceState(null, "", location.pathname + location.search);
+    els.messages.replaceChildren();
+    els.conversationList.replaceChildren();
+    els.taskList.replaceChildren();
+    els.credential.value = "";
+    closeDrawers();
+    hideBanner();
+    showSignin(message);
+    announce(message || "Signed out.");
+  }
+
+  function startApp() {
+    els.signin.hidden = true;
+    els.app.hidden = false;
+    els.userId.textContent = state.userId;
+    els.avatar.textContent = (state.userId || "?").slice(0, 1);
+    hideBanner();
+    loadConversations();
+    loadTasks();
+    const fromHash = hashConversation();
+    if (fromHash) openConversation(fromHash, { updateHash: false });
+    else showNewConversation();
+    els.messageInput.focus();
+  }
+
+  // ------------------------------------------------------------------ the address: #c=<conversation id>
+
+  function hashConversation() {
+    const id = new URLSearchParams(location.hash.slice(1)).get("c");
+    return id || null;
+  }
+
+  function setHash(id, { replace = false } = {}) {
+    const url = id == null ? location.pathname + location.search : `#c=${encodeURIComponent(id)}`;
+    if (replace) history.replaceState(null, "", url);
+    else history.pushState(null, "", url);
+  }
+
+  function onLocationChange() {
+    if (!state.userId) return;
+    const id = hashConversation();
+    if (id === state.conversationId) return;
+    if (id) openConversation(id, { updateHash: false });
+    else showNewConversation({ updateHash: false });
+  }
+
+  // ------------------------------------------------------------------ conversations
+
+  function conversationTitle(conversation) {
+    if (conversation.title) return conversation.title;
+    const first = state.titles.get(conversation.id);
+    if (first) return truncate(first, 60);
+    const created = parseTime(conversation.created_at);
+    if (!created) return "Conversation";
+    const today = created.toDateString() === new Date().toDateString();
+    return `Chat ${today ? "at" : "of"} ${today ? clockTime(conversation.created_at) : shortDate(created)}`;
+  }
+
+  async function loadConversations({ more = false } = {}) {
+    if (!state.userId) return;
+    const seq = ++state.seq.conversations;
+    const params = new URLSearchParams({ limit: "50" });
+    if (more && state.conversationsCursor) params.set("cursor", state.conversationsCursor);
+    try {
+      const body = await (await api(`${userPath("conversations")}?${params}`)).json();
+      if (seq !== state.seq.conversations) return;
+      state.conversations = more ? state.conversations.concat(body.data) : body.data;
+      state.conversationsCursor = body.next_cursor || null;
+      renderConversations();
+    } catch (err) {
+      if (seq === state.seq.conversations) report(err, "Couldn't load your conversations");
+    }
+  }
+
+  function renderConversations() {
+    const items = state.conversations.map((conversation) => {
+      const title = conversationTitle(conversation);
+      const current = conversation.id === state.conversationId;
+      return h("li", { "data-conversation-id": conversation.id },
+        h("button", {
+          type: "button",
+          class: "conversation",
+          "aria-current": current ? "page" : false,
+          title: fullTime(conversation.updated_at),
+          onclick: () => {
+            if (conversation.id !== state.conversationId) openConversation(conversation.id);
+            closeDrawers();
+          },
+        },
+        h("span", { class: "conversation-title" }, title),
+        h("span", { class: "conversation-time" }, timeAgo(conversation.updated_at))),
+        h("button", {
+          type: "button",
+          class: "icon-button conversation-delete",
+          "aria-label": `Delete conversation “${title}”`,
+          title: "Delete conversation",
+          onclick: () => deleteConversation(conversation.id, title),
+        }, "✕"));
+    });
+    els.conversationList.replaceChildren(...items);
+    els.conversationsEmpty.hidden = items.length > 0;
+    els.conversationsMore.hidden = !state.conversationsCursor;
+  }
+
+  async function deleteConversation(id, title) {
+    if (!window.confirm(`Delete “${title}”? Its messages will be gone for good; your tasks stay.`)) return;
+    try {
+      await api(userPath("conversations", id), { method: "DELETE" });
+      if (id === state.conversationId) showNewConversation();
+      state.conversations = state.conversations.filter((c) => c.id !== id);
+      renderConversations();
+      announce("Conversation deleted.");
+      loadConversations();
+    } catch (err) {
+      report(err, "Couldn't delete the conversation");
+    }
+  }
+
+  function setTitle(text) {
+    els.chatTitle.textContent = text;
+    document.title = `${text} · Todo assistant`;
+  }
+
+  function showNewConversation({ updateHash = true } = {}) {
+    stopStream("switch");
+    state.seq.messages++;
+    state.conversationId = null;
+    if (updateHash && hashConversation()) setHash(null);
+    els.messages.replaceChildren();
+    els.loadingMessages.hidden = true;
+    els.welcome.hidden = false;
+    setTitle("New conversation");
+    renderConversations();
+  }
+
+  async function openConversation(id, { updateHash = true } = {}) {
+    stopStream("switch");
+    const seq = ++state.seq.messages;
+    state.conversationId = id;
+    if (updateHash) setHash(id);
+    hideBanner();
+    els.messages.replaceChildren();
+    els.welcome.hidden = true;
+    els.loadingMessages.hidden = false;
+    setTitle(state.titles.has(id) ? truncate(state.titles.get(id), 80) : "Conversation");
+    renderConversations();
+    try {
+      const messages = [];
+      let cursor = null;
+      do { // A conversation's whole history, a page at a time.
+        const params = new URLSearchParams({ limit: "200" });
+        if (cursor) params.set("cursor", cursor);
+        const body = await (await api(`${userPath("conversations", id, "messages")}?${params}`)).json();
+        if (seq !== state.seq.messages) return;
+        messages.push(...body.data);
+        cursor = body.next_cursor;
+      } while (cursor);
+      const firstUser = messages.find((m) => m.role === "user" && m.content);
+      if (firstUser) state.titles.set(id, firstUser.content);
+      setTitle(firstUser ? truncate(firstUser.content, 80) : "Conversation");
+      renderConversations();
+      const rendered = messages.map(renderStoredMessage).filter(Boolean);
+      els.messages.replaceChildren(...rendered);
+      els.welcome.hidden = rendered.length > 0;
+      scrollToEnd(true);
+    } catch (err) {
+      if (seq !== state.seq.messages) return;
+      if (err instanceof ApiError && err.status === 404) {
+        showNewConversation({ updateHash: false });
+        setHash(null, { replace: true });
+        showBanner("That conversation wasn't found. It may have been deleted, or it belongs to another account.");
+      } else {
+        report(err, "Couldn't load this conversation");
+      }
+    } finally {
+      if (seq === state.seq.messages) els.loadingMessages.hidden = true;
+    }
+  }
+
+  // ------------------------------------------------------------------ messages
+
+  function userMessage(text, createdAt) {
+    return h("li", { class: "message user", title: createdAt ? fullTime(createdAt) : false },
+      h("span", { class: "message-role visually-hidden" }, "You:"),
+      h("p", { class: "message-text" }, text));
+  }
+
+  function renderStoredMessage(message) {
+    if (message.role === "user") return userMessage(message.content || "", message.created_at);
+    if (message.role !== "assistant") return null;
+    const reply = assistantMessage(message.created_at);
+    for (const call of message.tool_calls || []) {
+      reply.toolCall(call.tool, call.args);
+      reply.toolResult(call.tool, call.result);
+    }
+    if (message.content) reply.text(message.content);
+    reply.finish();
+    return reply.el;
+  }
+
+  /** One assistant reply: text segments and tool-call chips, in the order they happened. */
+  function assistantMessage(createdAt) {
+    const time = h("time", { datetime: createdAt || false }, createdAt ? clockTime(createdAt) : "");
+    const body = h("div", { class: "message-body" });
+    const el = h("li", { class: "message assistant" },
+      h("span", { class: "message-role" }, "Assistant ", createdAt ? "· " : "", time),
+      body);
+    const typing = h("span", { class: "typing", "aria-label": "The assistant is replying" },
+      h("span"), h("span"), h("span"));
+    let segment = null;
+    let gotText = false;
+    let finished = false;
+    const pending = [];
+
+    const reply = {
+      el,
+      startTyping() { body.append(typing); },
+      text(chunk) {
+        if (!chunk) return;
+        if (!segment) {
+          segment = h("p", { class: "message-text" });
+          body.insertBefore(segment, typing.parentNode === body ? typing : null);
+        }
+        segment.append(document.createTextNode(chunk));
+        gotText = true;
+      },
+      toolCall(tool, args) {
+        const chip = toolChip(tool, args);
+        body.insertBefore(chip.el, typing.parentNode === body ? typing : null);
+        pending.push(chip);
+        segment = null; // text after a tool call starts a new paragraph
+      },
+      toolResult(tool, result) {
+        let index = pending.findIndex((chip) => chip.tool === tool);
+        if (index === -1) {
+          reply.toolCall(tool, undefined);
+          index = pending.length - 1;
+        }
+        const [chip] = pending.splice(index, 1);
+        chip.resolve(result);
+      },
+      error(message) {
+        body.insertBefore(h("p", { class: "message-error" }, message), typing.parentNode === body ? typing : null);
+        gotText = true;
+      },
+      note(message) {
+        body.insertBefore(h("p", { class: "message-note" }, message), typing.parentNode === body ? typing : null);
+        gotText = true;
+      },
+      finish(done) {
+        if (finished) return;
+        finished = true;
+        if (!gotText && done && done.response) reply.text(done.response);
+        typing.remove();
+        for (const chip of pending.splice(0)) chip.resolve(undefined, true);
+        if (!gotText && !body.querySelector(".tool-call")) body.append(h("p", { class: "message-note" }, "(no reply)"));
+        if (createdAt == null) {
+          const now = new Date().toISOString();
+          time.textContent = clockTime(now);
+          time.setAttribute("datetime", now);
+          time.before("· ");
+        }
+      },
+      get hasContent() { return gotText || pending.length > 0 || Boolean(body.querySelector(".tool-call")); },
+    };
+    return reply;
+  }
+
+  function parseMaybeJson(value) {
+    if (typeof value !== "string") return value;
+    const s = value.trim();
+    if (!/^[[{]/.test(s)) return value;
+    try { return JSON.parse(s); } catch { return value; }
+  }
+
+  function formatValue(value) {
+    return typeof value === "string" ? `“${truncate(value, 60)}”` : truncate(JSON.stringify(value), 60);
+  }
+
+  function summarizeArgs(args) {
+    if (args === undefined) return "";
+    if (args && typeof args === "object" && !Array.isArray(args)) {
+      const parts = Object.entries(args)
+        .filter(([, v]) => v !== null && v !== undefined && v !== "")
+        .map(([k, v]) => `${k}: ${formatValue(v)}`);
+      return truncate(parts.join(", "), 140);
+    }
+    return truncate(JSON.stringify(args), 140);
+  }
+
+  /** A few words for a tool's result, and whether it reads as a failure. */
+  function summarizeResult(raw) {
+    const result = parseMaybeJson(raw);
+    if (result === null || result === undefined) return { text: "done", failed: false };
+    if (typeof result === "string") return { text: truncate(result, 140), failed: /\b(error|not found|fail)/i.test(result) };
+    if (Array.isArray(result)) {
+      const titles = result.map((item) => (item && typeof item === "object" ? item.title : null)).filter(Boolean);
+      const noun = titles.length === result.length ? "task" : "item";
+      const count = `${result.length} ${noun}${result.length === 1 ? "" : "s"}`;
+      return { text: titles.length ? `${count}: ${truncate(titles.join(", "), 100)}` : count, failed: false };
+    }
+    if (typeof result === "object") {
+      if ("error" in result) return { text: truncate(String(result.error), 140), failed: true };
+      if (result.status && ("title" in result || "task_id" in result)) {
+        const id = result.task_id != null ? ` #${result.task_id}` : "";
+        const title = result.title ? ` ${formatValue(result.title)}` : "";
+        return { text: `${result.status}${id}${title}`, failed: false };
+      }
+      return { text: summarizeArgs(result) || "done", failed: false };
+    }
+    return { text: String(result), failed: false };
+  }
+
+  function pretty(value) {
+    const parsed = parseMaybeJson(value);
+    return typeof parsed === "string" ? parsed : JSON.stringify(parsed, null, 2);
+  }
+
+  function toolChip(tool, args) {
+    const status = h("span", { class: "tool-result" }, "running…");
+    const argsDetail = h("pre", {}, args === undefined ? "(not shown)" : pretty(args));
+    const resultDetail = h("pre", {}, "(waiting)");
+    const el = h("details", { class: "tool-call", "data-state": "running", "data-tool": tool },
+      h("summary", {},
+        h("span", { class: "tool-dot", "aria-hidden": "true" }),
+        h("span", { class: "visually-hidden" }, "Tool call: "),
+        h("span", { class: "tool-name" }, tool),
+        h("span", { class: "tool-args" }, summarizeArgs(args)),
+        status),
+      h("div", { class: "tool-detail" },
+        h("h4", {}, "Arguments"), argsDetail,
+        h("h4", {}, "Result"), resultDetail));
+    return {
+      el,
+      tool,
+      resolve(result, unknown = false) {
+        if (unknown) {
+          el.dataset.state = "done";
+          status.textContent = "no result reported";
+          resultDetail.textContent = "(none)";
+          return;
+        }
+        const summary = summarizeResult(result);
+        el.dataset.state = summary.failed ? "error" : "done";
+        status.textContent = summary.text;
+        resultDetail.textContent = pretty(result);
+      },
+    };
+  }
+
+  function nearBottom() {
+    const s = els.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 120;
+  }
+  function scrollToEnd(force = false) {
+    if (force || nearBottom()) els.scroller.scrollTop = els.scroller.scrollHeight;
+  }
+
+  // ------------------------------------------------------------------ chat
+
+  function setStreaming(on) {
+    els.stop.hidden = !on;
+    els.messages.setAttribute("aria-busy", on ? "true" : "false");
+    updateSendButton();
+  }
+
+  function updateSendButton() {
+    els.send.disabled = Boolean(state.stream) || !els.messageInput.value.trim();
+  }
+
+  function stopStream(reason) {
+    if (!state.stream) return;
+    state.stream.reason = reason;
+    state.stream.controller.abort();
+  }
+
+  function adoptConversation(id, firstMessage) {
+    if (state.conversationId === id) return;
+    state.conversationId = id;
+    state.titles.set(id, firstMessage);
+    setHash(id, { replace: true });
+    setTitle(truncate(firstMessage, 80));
+  }
+
+  async function send(text) {
+    if (!text.trim() || state.stream || !state.userId) return;
+    hideBanner();
+    els.welcome.hidden = true;
+    const startedIn = state.conversationId;
+    const sent = userMessage(text);
+    els.messages.append(sent);
+    const reply = assistantMessage(null);
+    reply.startTyping();
+    els.messages.append(reply.el);
+    els.messageInput.value = "";
+    autosize();
+    const controller = new AbortController();
+    const stream = { controller, reason: null };
+    state.stream = stream;
+    setStreaming(true);
+    scrollToEnd(true);
+
+    let settled = false;
+    let responded = false;
+    try {
+      const body = { message: text };
+      if (startedIn != null) body.conversation_id = startedIn;
+      const response = await api(userPath("chat"), {
+        method: "POST",
+        headers: { Accept: "text/event-stream" },
+        body: JSON.stringify(body),
+        signal: controller.signal,
+      });
+      responded = true;
+      const given = response.headers.get("X-Conversation-ID");
+      if (given && startedIn == null) adoptConversation(given, text);
+      for await (const { event, data } of readSse(response.body)) {
+        let payload;
+        try { payload = JSON.parse(data); } catch { continue; }
+        if (event === "delta") {
+          reply.text(payload.text || "");
+        } else if (event === "tool_call") {
+          reply.toolCall(payload.tool, payload.args);
+        } else if (event === "tool_result") {
+          reply.toolResult(payload.tool, payload.result);
+          loadTasks();
+        } else if (event === "done") {
+          if (payload.conversation_id && startedIn == null) adoptConversation(String(payload.conversation_id), text);
+          reply.finish(payload);
+          settled = true;
+        } else if (event === "error") {
+          reply.error(sentence(payload.message || "The assistant ran into a problem"));
+          reply.finish();
+          settled = true;
+        }
+        scrollToEnd();
+        if (settled) break;
+      }
+      if (!settled) {
+        reply.error("The connection closed before the reply finished. The answer will still be saved: reopen this conversation in a moment to see it.");
+        reply.finish();
+      }
+    } catch (err) {
+      if (isAbort(err)) {
+        if (stream.reason === "stop") {
+          reply.note("Stopped. The assistant may finish in the background; its answer will be saved.");
+        }
+        reply.finish();
+      } else if (err instanceof ApiError && err.status === 401) {
+        report(err);
+      } else {
+        if (responded) {
+          reply.error(err.message || NETWORK_MESSAGE);
+        } else {
+          // Nothing reached the assistant: say so, and give the words back to send again.
+          sent.classList.add("unsent");
+          reply.error(`Your message wasn't sent. ${err.message || NETWORK_MESSAGE}`);
+          if (!els.messageInput.value) {
+            els.messageInput.value = text;
+            autosize();
+          }
+        }
+        reply.finish();
+      }
+    } finally {
+      if (state.stream === stream) {
+        state.stream = null;
+        setStreaming(false);
+      }
+      if (state.userId) {
+        loadTasks();
+        loadConversations();
+      }
+      scrollToEnd();
+    }
+  }
+
+  function autosize() {
+    const input = els.messageInput;
+    input.style.height = "auto";
+    input.style.height = `${Math.min(input.scrollHeight, 200)}px`;
+    updateSendButton();
+  }
+
+  // ------------------------------------------------------------------ tasks
+
+  const EMPTY_TASKS = {
+    all: "No tasks yet. Ask the assistant to add one.",
+    pending: "Nothing pending. Enjoy the free time.",
+    completed: "No completed tasks yet.",
+  };
+
+  async function loadTasks({ more = false } = {}) {
+    if (!state.userId) return;
+    const seq = ++state.seq.tasks;
+    const filter = state.filter;
+    const params = new URLSearchParams({ status: filter, limit: "100" });
+    if (more && state.tasksCursor) params.set("cursor", state.tasksCursor);
+    els.taskList.setAttribute("aria-busy", "true");
+    try {
+      const body = await (await api(`${userPath("tasks")}?${params}`)).json();
+      if (seq !== state.seq.tasks) return;
+      state.tasks = more ? state.tasks.concat(body.data) : body.data;
+      state.tasksCursor = body.next_cursor || null;
+      els.tasksError.hidden = true;
+      renderTasks();
+    } catch (err) {
+      if (seq !== state.seq.tasks || isAbort(err)) return;
+      if (err instanceof ApiError && err.status === 401) {
+        report(err);
+        return;
+      }
+      els.tasksError.textContent = `Couldn't load your tasks. ${err.message}`;
+      els.tasksError.hidden = false;
+    } finally {
+      if (seq === state.seq.tasks) els.taskList.setAttribute("aria-busy", "false");
+    }
+  }
+
+  function renderTasks() {
+    const known = state.knownTaskIds;
+    const items = state.tasks.map((task) => {
+      const fresh = known && !known.has(task.id);
+      return h("li", {
+        class: `task${task.completed ? " completed" : ""}${fresh ? " fresh" : ""}`,
+        "data-task-id": task.id,
+      },
+      h("span", { class: "task-check", "aria-hidden": "true" }, "✓"),
+      h("div", {},
+        h("div", { class: "task-title" }, task.title),
+        h("span", { class: "visually-hidden" }, task.completed ? " (completed)" : " (pending)"),
+        task.description ? h("p", { class: "task-description" }, task.description) : null,
+        h("div", { class: "task-meta", title: fullTime(task.created_at) },
+          `#${task.id} · added ${timeAgo(task.created_at)}`)));
+    });
+    els.taskList.replaceChildren(...items);
+    state.knownTaskIds = new Set(state.tasks.map((task) => task.id));
+    els.tasksEmpty.textContent = EMPTY_TASKS[state.filter];
+    els.tasksEmpty.hidden = items.length > 0;
+    els.tasksMore.hidden = !state.tasksCursor;
+    const pending = state.tasks.filter((task) => !task.completed).length;
+    els.taskBadge.textContent = String(pending);
+    els.taskBadge.hidden = state.filter === "completed" || pending === 0;
+    els.taskBadge.setAttribute("aria-label", `${pending} pending`);
+  }
+
+  // ------------------------------------------------------------------ drawers (narrow screens)
+
+  let drawerOpener = null;
+
+  function openDrawer(name, opener) {
+    closeDrawers({ restoreFocus: false });
+    els.app.classList.add(`show-${name}`);
+    els.scrim.hidden = false;
+    opener.setAttribute("aria-expanded", "true");
+    drawerOpener = opener;
+    const pane = name === "sidebar" ? els.sidebar : els.tasksPane;
+    const target = pane.querySelector("[data-close-drawer]");
+    if (target) target.focus();
+  }
+
+  function closeDrawers({ restoreFocus = true } = {}) {
+    const wasOpen = els.app.classList.contains("show-sidebar") || els.app.classList.contains("show-tasks");
+    els.app.classList.remove("show-sidebar", "show-tasks");
+    els.scrim.hidden = true;
+    els.openSidebar.setAttribute("aria-expanded", "false");
+    els.openTasks.setAttribute("aria-expanded", "false");
+    if (wasOpen && restoreFocus && drawerOpener) drawerOpener.focus();
+    drawerOpener = null;
+  }
+
+  // ------------------------------------------------------------------ wiring
+
+  function bindEvents() {
+    els.signinForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const credential = els.credential.value.trim();
+      if (!credential) {
+        showSignin("Enter your API key or token.");
+        return;
+      }
+      signIn(credential);
+    });
+
+    els.signOut.addEventListener("click", () => signOut("You signed out."));
+    els.newConversation.addEventListener("click", () => {
+      showNewConversation();
+      closeDrawers({ restoreFocus: false });
+      els.messageInput.focus();
+    });
+    els.conversationsMore.addEventListener("click", () => loadConversations({ more: true }));
+    els.bannerClose.addEventListener("click", hideBanner);
+
+    els.composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      send(els.messageInput.value);
+    });
+    els.messageInput.addEventListener("input", autosize);
+    els.messageInput.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !event.altKey && !event.ctrlKey) {
+        event.preventDefault();
+        send(els.messageInput.value);
+      }
+    });
+    els.stop.addEventListener("click", () => {
+      stopStream("stop");
+      els.messageInput.focus();
+    });
+    for (const button of document.querySelectorAll(".suggestion")) {
+      button.addEventListener("click", () => send(button.textContent));
+    }
+
+    for (const radio of document.querySelectorAll("input[name=task-filter]")) {
+      radio.addEventListener("change", () => {
+        if (!radio.checked) return;
+        state.filter = radio.value;
+        state.knownTaskIds = null;
+        state.tasksCursor = null;
+        loadTasks();
+      });
+    }
+    els.tasksRefresh.addEventListener("click", () => loadTasks());
+    els.tasksMore.addEventListener("click", () => loadTasks({ more: true }));
+
+    els.openSidebar.addEventListener("click", () => openDrawer("sidebar", els.openSidebar));
+    els.openTasks.addEventListener("click", () => {
+      if (els.app.classList.contains("show-tasks")) closeDrawers();
+      else openDrawer("tasks", els.openTasks);
+    });
+    els.scrim.addEventListener("click", () => closeDrawers());
+    for (const button of document.querySelectorAll("[data-close-drawer]")) {
+      button.addEventListener("click", () => closeDrawers());
+    }
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && !els.scrim.hidden) closeDrawers();
+    });
+    window.addEventListener("popstate", onLocationChange);
+    window.addEventListener("hashchange", onLocationChange);
+  }
+
+  function boot() {
+    collectElements();
+    bindEvents();
+    const saved = readCredential();
+    if (saved) signIn(saved, { restoring: true });
+    else showSignin();
+  }
+
+  boot();
+})();
