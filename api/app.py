@@ -12,13 +12,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import todo_routes
+from api import todo_routes, web
 from api.auth import Authenticator
 from api.chat_completions import chat_completions
 from api.enqueue import JobEnqueuer
 from api.errors import handle_http_exception, handle_switchboard_error, handle_unexpected
 from api.event_hub import RunEventHub
 from api.health import healthz, readyz
+from api.mcp_endpoint import MCP_PATH, McpEndpoint
 from api.models_routes import get_model, list_models
 from api.request_id import RequestIdMiddleware
 from api.state import AppState, InflightRuns
@@ -30,6 +31,8 @@ from domain.settings import Settings
 
 
 def create_app(settings: Settings) -> Starlette:
+    mcp = McpEndpoint(settings)
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, AppState]]:
         db_engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
@@ -48,7 +51,8 @@ def create_app(settings: Settings) -> Starlette:
             inflight=InflightRuns(limit=settings.max_inflight_runs),
         )
         try:
-            yield {"app": state}
+            async with mcp.serving(db_engine=db_engine):
+                yield {"app": state}
         finally:
             await hub.stop()
             await redis.aclose()
@@ -72,6 +76,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route(MCP_PATH, mcp),
             Route("/api/me", todo_routes.me, methods=["GET"]),
             Route("/api/{user_id}/chat", todo_routes.chat, methods=["POST"]),
             Route("/api/{user_id}/tasks", todo_routes.list_tasks, methods=["GET"]),
@@ -82,6 +87,7 @@ def create_app(settings: Settings) -> Starlette:
             Route(
                 "/api/{user_id}/conversations/{conversation_id}", todo_routes.delete_conversation, methods=["DELETE"]
             ),
+            *web.routes,
         ],
         middleware=middleware,
         exception_handlers={

@@ -16,4 +16,9 @@ class AssistantInfo:
 
 ASSISTANTS: dict[str, AssistantInfo] = {
     "assistant": AssistantInfo(name="assistant", description="General assistant (PydanticAI)."),
+    "todo": AssistantInfo(
+        name="todo",
+        description="Todo assistant (OpenAI Agents SDK): manages your tasks through its MCP todo tools.",
+        has_server_tools=True,
+    ),
 }

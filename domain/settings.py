@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     jwt_jwks_url: str | None = None
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Host headers `/mcp` answers (DNS-rebinding protection): `name` or `name:*` for any port; `*` for any host.
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", "[::1]", "[::1]:*"]
+    )
+    # The Agents SDK exports traces to OpenAI only when this is on.
+    agents_tracing: bool = False
 
     history_window: int = Field(default=20, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -79,7 +85,7 @@ class Settings(BaseSettings):
             pairs[key.strip()] = user_id.strip()
         return pairs
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "mcp_allowed_hosts", mode="before")
     @classmethod
     def _parse_origins(cls, value: object) -> object:
         if isinstance(value, str):

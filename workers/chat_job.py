@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain import conversations, runs
 from domain.chat import ChatJob, ChatMessage, ToolCallSpec
+from domain.errors import ProviderError, ProviderTimeout
 from domain.events import RunCompleted, RunFailed, RunStarted
 from domain.runs import ClaimedRun
 from workers.context import DEPS_KEY, WorkerDeps
@@ -70,6 +71,9 @@ async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
         return await _fail(deps, publisher, "provider_error", f"the model provider answered HTTP {exc.status_code}")
     except (ModelAPIError, UnexpectedModelBehavior) as exc:
         return await _fail(deps, publisher, "provider_error", f"the model provider failed: {type(exc).__name__}")
+    except (ProviderError, ProviderTimeout) as exc:
+        # Engines that do not speak PydanticAI report provider failures as ours.
+        return await _fail(deps, publisher, exc.code, exc.message)
     except asyncio.CancelledError:
         log.warning("run.cancelled", note="arq retries it")
         raise

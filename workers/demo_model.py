@@ -2,7 +2,8 @@
 
 The agent reaches it through its normal OpenAI client code path over an in-process ASGI transport, so
 a newcomer gets a working system with no API key and nothing else to start. Replies are
-deterministic and say plainly that they come from the demo model.
+deterministic and say plainly that they come from the demo model. When a request offers the todo
+tools, `workers/demo_todo.py` decides which to call; otherwise it answers as before.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from workers import demo_todo
 
 DEMO_MODEL_NAME = "switchboard-demo"
 
@@ -58,23 +61,41 @@ def _count(text: str) -> int:
 async def chat_completions(request: Request) -> Response:
     body = await request.json()
     messages: list[dict[str, Any]] = body.get("messages", [])
-    reply = compose_reply(messages)
+    calls: list[demo_todo.ToolRequest] = []
+    if demo_todo.offers_todo_tools(body):
+        step = demo_todo.plan(messages)
+        reply, calls = step.text, step.calls
+    else:
+        reply = compose_reply(messages)
+    tool_calls: list[dict[str, Any]] = [
+        {
+            "id": f"call_demo_{len(messages)}_{index}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+        }
+        for index, call in enumerate(calls)
+    ]
+    completion_tokens = sum(_count(call["function"]["arguments"]) for call in tool_calls) or _count(reply)
     prompt_tokens = sum(_count(json.dumps(message.get("content", ""))) for message in messages)
     usage = {
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": _count(reply),
-        "total_tokens": prompt_tokens + _count(reply),
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
     }
+    finish_reason = "tool_calls" if tool_calls else "stop"
     completion_id = "chatcmpl-demo"
     created = int(time.time())
     if not body.get("stream"):
+        message: dict[str, Any] = {"role": "assistant", "content": None if tool_calls else reply}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
         return JSONResponse(
             {
                 "id": completion_id,
                 "object": "chat.completion",
                 "created": created,
                 "model": DEMO_MODEL_NAME,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
                 "usage": usage,
             }
         )
@@ -90,10 +111,15 @@ async def chat_completions(request: Request) -> Response:
         return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
     async def stream() -> AsyncIterator[bytes]:
-        yield chunk({"role": "assistant", "content": ""})
-        for token in _tokens(reply):
-            yield chunk({"content": token})
-        yield chunk({}, "stop")
+        if tool_calls:
+            yield chunk({"role": "assistant", "content": None})
+            for index, call in enumerate(tool_calls):
+                yield chunk({"tool_calls": [{"index": index, **call}]})
+        else:
+            yield chunk({"role": "assistant", "content": ""})
+            for token in _tokens(reply):
+                yield chunk({"content": token})
+        yield chunk({}, finish_reason)
         if (body.get("stream_options") or {}).get("include_usage"):
             final = {
                 "id": completion_id,

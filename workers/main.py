@@ -7,12 +7,15 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import func
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import keys
 from domain.database import create_engine, session_factory
 from domain.event_log import EventLog
 from domain.job_codec import CHAT_JOB, deserialize_job, serialize_job
 from domain.settings import Settings
+from domain.todo_server import create_todo_server
+from workers.agents_model import create_agents_model
 from workers.chat_job import run_chat
 from workers.context import DEPS_KEY, WorkerDeps
 from workers.dispatch import WakeableWorker
@@ -20,11 +23,20 @@ from workers.engine import Engine
 from workers.event_sink import EventSink
 from workers.general_agent import GeneralAgentEngine
 from workers.llm import create_http_client, create_model, speaks_openai_chat
+from workers.todo_agent import TodoAgentEngine
 
 
-def build_engines(settings: Settings, deps_http: Any) -> dict[str, Engine]:
+def build_engines(settings: Settings, deps_http: Any, *, db_engine: AsyncEngine) -> dict[str, Engine]:
     model = create_model(settings, deps_http)
-    return {"assistant": GeneralAgentEngine(model, pass_raw_openai_fields=speaks_openai_chat(settings))}
+    return {
+        "assistant": GeneralAgentEngine(model, pass_raw_openai_fields=speaks_openai_chat(settings)),
+        "todo": TodoAgentEngine(
+            model=create_agents_model(settings, deps_http),
+            todo_server=create_todo_server(db_engine=db_engine),
+            db_engine=db_engine,
+            tracing=settings.agents_tracing,
+        ),
+    }
 
 
 def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> WakeableWorker:
@@ -43,7 +55,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             event_log=event_log,
             events=events,
             http_client=http_client,
-            engines=build_engines(settings, http_client),
+            engines=build_engines(settings, http_client, db_engine=db_engine),
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
