@@ -22,7 +22,7 @@ from api.body import read_json, validate
 from api.errors import RUN_FAILURE_ERRORS
 from api.runs import RunRequest, StartedRun, start_run
 from api.state import AppState
-from domain import conversations
+from domain import conversations, tasks
 from domain.chat import ChatMessage
 from domain.database import unavailable_on_connection_errors
 from domain.errors import InvalidRequest, NotFound, PermissionDenied, RunTimeout, SwitchboardError, Unprocessable
@@ -192,23 +192,28 @@ async def _stream(run: StartedRun, cleanup: contextlib.AsyncExitStack) -> AsyncI
 TaskStatus = Literal["all", "pending", "completed"]
 
 
+TASK_STATUSES: dict[str, TaskStatus] = {"all": "all", "pending": "pending", "completed": "completed"}
+
+
+def _task_status(raw: str) -> TaskStatus:
+    if raw in TASK_STATUSES:
+        return TASK_STATUSES[raw]
+    raise InvalidRequest("status must be one of all, pending, completed", param="status")
+
+
 async def list_tasks(request: Request) -> Response:
     state, user_id = await _caller(request)
-    status = request.query_params.get("status", "all")
-    if status not in ("all", "pending", "completed"):
-        raise InvalidRequest("status must be one of all, pending, completed", param="status")
+    status = _task_status(request.query_params.get("status", "all"))
     limit = parse_limit(request.query_params.get("limit"))
     cursor = request.query_params.get("cursor")
     after = int(decode_cursor(cursor, arity=1)[0]) if cursor else None
-    from domain import tasks  # TODO(lead): module-level once domain/tasks.py lands
-
     async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
         found = await tasks.list_tasks(
             connection,
             user_id=user_id,
             status=status,
             after_number=after,
-            limit=limit + 1,  # type: ignore[arg-type]
+            limit=limit + 1,
         )
     page = found[:limit]
     return JSONResponse(

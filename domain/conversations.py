@@ -23,7 +23,17 @@ def new_conversation_key() -> str:
     return "conv_" + secrets.token_hex(12)
 
 
-async def get_or_create_id(connection: AsyncConnection, *, user_id: str, key: str, known_new: bool = False) -> int:
+def title_from(text: str, *, max_chars: int = 80) -> str | None:
+    """A conversation's title: its first message, on one line, cut at a word if it is long."""
+    line = " ".join(text.split())
+    if len(line) <= max_chars:
+        return line or None
+    return line[:max_chars].rsplit(" ", 1)[0].rstrip(",.;:") + "…"
+
+
+async def get_or_create_id(
+    connection: AsyncConnection, *, user_id: str, key: str, known_new: bool = False, title: str | None = None
+) -> int:
     """The id of the user's conversation named `key`, created on first use, its `updated_at` bumped.
 
     Two requests may name the same new conversation at once: the insert that loses the race does
@@ -44,7 +54,7 @@ async def get_or_create_id(connection: AsyncConnection, *, user_id: str, key: st
     insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     created = await connection.execute(
         insert(Conversation)
-        .values(user_id=user_id, key=key, created_at=now, updated_at=now)
+        .values(user_id=user_id, key=key, title=title, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["user_id", "key"])
         .returning(Conversation.id)
     )

@@ -76,8 +76,13 @@ async def accept(
     """Record the run and the new turn. `conversation_key=None` means a turn that is not stored."""
     conversation_id: int | None = None
     if conversation_key is not None:
+        first_user = next((message.text for message in new_messages if message.role == "user"), "")
         conversation_id = await conversations.get_or_create_id(
-            connection, user_id=user_id, key=conversation_key, known_new=new_conversation
+            connection,
+            user_id=user_id,
+            key=conversation_key,
+            known_new=new_conversation,
+            title=conversations.title_from(first_user),
         )
     await connection.execute(
         insert(Run).values(

@@ -4,23 +4,31 @@ The fake LLM is told which tool to call (`[[tool:NAME {args}]]`) and, once the t
 answers `tool said: <result>`, so each reply shows exactly what the tool returned. Task numbers are per
 user, so these tests run on a deployment of their own where every user starts at 1. The demo model's
 phrases run on a deployment with `SWITCHBOARD_LLM_PROVIDER=demo`, and the retry test kills its own
-deployment's worker.
+deployment's worker. One test drives the worker's MCP binding directly (two sessions bound to one run,
+racing), since overlapping attempts cannot be staged reliably from outside.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest_asyncio
+from mcp import Client
+from mcp_types import RequestParamsMeta, TextContent
 
+from domain.todo_server import CALL_ID_META_KEY, RunBinding, TodoScope, create_todo_server
 from tests.deployment import Deployment
 from tests.fake_llm import FakeLLM
+from workers.todo_mcp import bound_session
 
 # A dead worker's job is retried once its 15 s lease lapses.
 LEASE_S = 15.0
@@ -242,6 +250,33 @@ async def test_a_retried_run_resumes_after_its_recorded_calls_and_does_nothing_t
     assert [call["function"]["name"] for call in resumed[-2]["tool_calls"]] == ["add_task"]
 
 
+async def test_two_attempts_making_the_same_call_at_once_do_it_once(todo: Deployment) -> None:
+    """The record's unique (run, position) key, raced: two sessions bound to one run, as two overlapping
+    attempts would be, both make call 1. One does it; the other waits for it and gets its result."""
+    assert todo.engine is not None
+    server = create_todo_server(db_engine=todo.engine)
+    user, run_id, title = f"racer-{marker()}", f"run_race_{marker()}", f"raced {marker()}"
+
+    async def attempt(call_id: str) -> Any:
+        scope = TodoScope(db_engine=todo.engine, run=RunBinding(user_id=user, run_id=run_id, conversation_id=None))
+        async with Client(bound_session(server, scope), mode="legacy") as client:
+            meta = cast(RequestParamsMeta, {CALL_ID_META_KEY: call_id})
+            result = await client.call_tool("add_task", {"title": title}, meta=meta)
+            [content] = result.content
+            assert isinstance(content, TextContent) and not result.is_error
+            return json.loads(content.text)
+
+    first, second = await asyncio.gather(attempt("call_first"), attempt("call_second"))
+    assert first == second == {"task_id": 1, "status": "created", "title": title}
+    assert len(await todo.query("SELECT id FROM tasks WHERE user_id = :user", user=user)) == 1
+    [call] = await todo.query("SELECT ordinal, call_id FROM tool_calls WHERE run_id = :id", id=run_id)
+    assert call["ordinal"] == 1 and call["call_id"] in ("call_first", "call_second")
+
+    # A later attempt's call at the same position is answered from the record, not done again.
+    assert await attempt("call_third") == first
+    assert len(await todo.query("SELECT id FROM tasks WHERE user_id = :user", user=user)) == 1
+
+
 # ------------------------------------------------------------------ the demo model
 
 
@@ -294,3 +329,28 @@ async def test_many_runs_in_a_row_leave_the_worker_healthy(todo: Deployment) -> 
         said(await ask(todo, tool("list_tasks"), user="carol"))
     assert time.monotonic() - started < 10
     assert [worker.poll() for worker in todo.workers] == [None]
+
+
+# ------------------------------------------------------------------ start-up
+
+
+async def test_a_worker_refuses_to_start_when_the_todo_agent_cannot_reach_a_model(
+    redis_url: str, tmp_path: Path
+) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SWITCHBOARD_", "OPENAI_"))}
+    env |= {
+        "SWITCHBOARD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'worker.db'}",
+        "SWITCHBOARD_REDIS_URL": redis_url,
+        "SWITCHBOARD_LLM_PROVIDER": "openai",
+        "SWITCHBOARD_LLM_MODEL": "gpt-4o-mini",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switchboard", "worker", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    lines = stderr.decode().strip().splitlines()
+    assert process.returncode == 2, lines
+    assert lines == [
+        "switchboard: configuration error: SWITCHBOARD_LLM_API_KEY: required for provider openai "
+        "(or set SWITCHBOARD_LLM_BASE_URL for a local OpenAI-compatible server)"
+    ]

@@ -30,7 +30,8 @@ def _endpoint(settings: Settings) -> tuple[str | None, str | None]:
     if provider == "demo":
         return DEMO_BASE_URL, "demo"
     if provider == "openai":
-        return settings.llm_base_url, api_key
+        # A local OpenAI-compatible server may need no key; OpenAI's own falls back to OPENAI_API_KEY.
+        return settings.llm_base_url, api_key or (PLACEHOLDER_API_KEY if settings.llm_base_url else None)
     if provider == "ollama":
         return settings.llm_base_url or OLLAMA_DEFAULT_BASE_URL, api_key or PLACEHOLDER_API_KEY
     if provider == "anthropic":
@@ -50,6 +51,9 @@ def create_agents_model(settings: Settings, http_client: httpx2.AsyncClient) -> 
         # No key for `openai` means the client's own default, OPENAI_API_KEY, as for the general assistant.
         client = AsyncOpenAI(base_url=base_url, api_key=api_key, http_client=http_client)
     except OpenAIError:
-        raise ConfigurationError(f"SWITCHBOARD_LLM_API_KEY: required for provider {settings.llm_provider}") from None
+        raise ConfigurationError(
+            f"SWITCHBOARD_LLM_API_KEY: required for provider {settings.llm_provider} "
+            "(or set SWITCHBOARD_LLM_BASE_URL for a local OpenAI-compatible server)"
+        ) from None
     model_name = DEMO_MODEL_NAME if settings.llm_provider == "demo" else settings.llm_model or ""
     return OpenAIChatCompletionsModel(model=model_name, openai_client=client)

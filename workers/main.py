@@ -27,15 +27,17 @@ from workers.todo_agent import TodoAgentEngine
 
 
 def build_engines(settings: Settings, deps_http: Any, *, db_engine: AsyncEngine) -> dict[str, Engine]:
+    # The todo engine first: a provider it cannot use is reported as one configuration line.
+    todo = TodoAgentEngine(
+        model=create_agents_model(settings, deps_http),
+        todo_server=create_todo_server(db_engine=db_engine),
+        db_engine=db_engine,
+        tracing=settings.agents_tracing,
+    )
     model = create_model(settings, deps_http)
     return {
         "assistant": GeneralAgentEngine(model, pass_raw_openai_fields=speaks_openai_chat(settings)),
-        "todo": TodoAgentEngine(
-            model=create_agents_model(settings, deps_http),
-            todo_server=create_todo_server(db_engine=db_engine),
-            db_engine=db_engine,
-            tracing=settings.agents_tracing,
-        ),
+        "todo": todo,
     }
 
 
