@@ -155,7 +155,9 @@ Effect = Callable[[AsyncConnection, str], Awaitable[Any]]
 async def _invoke(ctx: Context[Any, Any], tool_name: str, arguments: dict[str, Any], effect: Effect) -> CallToolResult:
     scope = _scope_of(ctx)
     if scope.run is not None:
-        return await _invoke_in_run(ctx, scope.db_engine, scope.run, tool_name, arguments, effect)
+        # Recorded as the tool understood them, without the options left out.
+        given = {name: value for name, value in arguments.items() if value is not None}
+        return await _invoke_in_run(ctx, scope.db_engine, scope.run, tool_name, given, effect)
     user_id = _http_user(ctx)
     if user_id is None:
         raise ToolError("not authenticated")

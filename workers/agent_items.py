@@ -49,9 +49,7 @@ def recorded_items(run_id: str, calls: Sequence[RecordedCall]) -> list[TResponse
     items: list[Any] = []
     for call in calls:
         call_id = recorded_call_id(run_id, call)
-        arguments = {key: value for key, value in call.arguments.items() if value is not None}
-        items.append(
-            {"type": "function_call", "call_id": call_id, "name": call.tool_name, "arguments": json.dumps(arguments)}
-        )
+        arguments = json.dumps(call.arguments)
+        items.append({"type": "function_call", "call_id": call_id, "name": call.tool_name, "arguments": arguments})
         items.append({"type": "function_call_output", "call_id": call_id, "output": result_text(call)})
     return items
