@@ -62,6 +62,7 @@ def run_dev(*, host: str, port: int) -> int:
         return _supervise(children, already_stopping=True)
     print()
     print(f"Switchboard is running: base URL http://{shown_host}:{port}/v1")
+    print(f"Todo web app: http://{shown_host}:{port}/")
     if api_key:
         print(f"API key: {api_key}   (kept in {KEY_FILE})")
     elif settings.api_keys:
