@@ -15,6 +15,7 @@ from starlette.routing import Route
 from api import todo_routes, web
 from api.auth import Authenticator
 from api.chat_completions import chat_completions
+from api.chatkit_route import CHATKIT_PATH, chatkit
 from api.enqueue import JobEnqueuer
 from api.errors import handle_http_exception, handle_switchboard_error, handle_unexpected
 from api.event_hub import RunEventHub
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route(MCP_PATH, mcp),
+            Route(CHATKIT_PATH, chatkit, methods=["POST"]),
             Route("/api/me", todo_routes.me, methods=["GET"]),
             Route("/api/{user_id}/chat", todo_routes.chat, methods=["POST"]),
             Route("/api/{user_id}/tasks", todo_routes.list_tasks, methods=["GET"]),

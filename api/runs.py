@@ -42,6 +42,8 @@ class RunRequest:
     tools: list[ToolDefinition] | None = None
     tool_choice: str | dict[str, object] | None = None
     params: ModelParams = field(default_factory=ModelParams)
+    # A surface that names the run's items before the run starts (ChatKit) picks the run id itself.
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +61,7 @@ async def start_run(
     if not state.inflight.try_acquire():
         raise Overloaded("too many runs in progress; retry shortly")
     try:
-        run_id = new_run_id()
+        run_id = request.run_id or new_run_id()
         async with state.hub.subscribe(run_id) as subscription:
             # The subscription is confirmed while the turn is written, not after.
             async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
