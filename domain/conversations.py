@@ -10,10 +10,9 @@ from typing import Any
 
 from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy import delete as sa_delete
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.database import conflict_insert
 from domain.models import Conversation, Message, Run, ToolCall, utcnow
 
 MAX_KEY_LENGTH = 255
@@ -51,9 +50,8 @@ async def get_or_create_id(
         existing = bumped.scalar_one_or_none()
         if existing is not None:
             return existing
-    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     created = await connection.execute(
-        insert(Conversation)
+        conflict_insert(connection, Conversation)
         .values(user_id=user_id, key=key, title=title, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["user_id", "key"])
         .returning(Conversation.id)

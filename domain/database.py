@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from domain.errors import ServiceUnavailable
 
@@ -70,3 +71,10 @@ async def unavailable_on_connection_errors() -> AsyncIterator[None]:
 async def ping(engine: AsyncEngine) -> None:
     async with unavailable_on_connection_errors(), engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def conflict_insert(connection: AsyncConnection, table: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can say ON CONFLICT, in the dialect of `connection` (both speak the same clause)."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

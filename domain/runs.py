@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain import conversations
 from domain.chat import ChatMessage
+from domain.database import conflict_insert
 from domain.events import Usage
 from domain.models import Message, Run, utcnow
 
@@ -149,8 +150,10 @@ async def finish(
     if not result.rowcount:
         return False
     if run.conversation_id is not None and reply is not None:
+        # Write-once by item id: the ChatKit surface may save the same answer under the same id.
         await connection.execute(
-            insert(Message).values(
+            conflict_insert(connection, Message)
+            .values(
                 **message_values(
                     item_id=f"{run.id}-out",
                     user_id=run.user_id,
@@ -159,6 +162,7 @@ async def finish(
                     message=reply,
                 )
             )
+            .on_conflict_do_nothing(index_elements=["item_id"])
         )
     return True
 

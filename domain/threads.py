@@ -17,11 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, false, func, or_, select, true, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.conversations import ConversationView
+from domain.database import conflict_insert
 from domain.models import Conversation, Message, ToolCall, utcnow
 from domain.runs import storable_text
 
@@ -113,9 +112,8 @@ async def save_conversation(connection: AsyncConnection, *, user_id: str, key: s
     if renamed.rowcount:
         return
     now = utcnow()
-    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     await connection.execute(
-        insert(Conversation)
+        conflict_insert(connection, Conversation)
         .values(user_id=user_id, key=key, title=title, created_at=now, updated_at=now)
         .on_conflict_do_update(index_elements=["user_id", "key"], set_={"title": title})
     )
@@ -260,9 +258,8 @@ async def add_message(
     content: str,
 ) -> bool:
     """Store a message once: a second write of the same `item_id` does nothing. True if it was new."""
-    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     result = await connection.execute(
-        insert(Message)
+        conflict_insert(connection, Message)
         .values(
             item_id=item_id,
             user_id=user_id,

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.database import conflict_insert
 from domain.models import ToolCall, utcnow
 
 MAX_CALL_ID_CHARS = 255
@@ -71,9 +70,8 @@ async def claim(
     arguments: Mapping[str, Any],
 ) -> int | None:
     """Reserve (run, ordinal) for this call: the record's id, or None when an attempt already made it."""
-    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     result = await connection.execute(
-        insert(ToolCall)
+        conflict_insert(connection, ToolCall)
         .values(
             user_id=user_id,
             conversation_id=conversation_id,
