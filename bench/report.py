@@ -136,9 +136,10 @@ def render_results(data: dict[str, Any]) -> str:
 
 
 def render_profile(data: dict[str, Any]) -> str:
-    prof = data.get("profile") or {}
+    # A path whose profiling was skipped (py-spy missing) has an empty entry.
+    prof = {path: phase for path, phase in (data.get("profile") or {}).items() if phase}
     if not prof:
-        return "(no profile in this run)"
+        return "(no profile in this run: install py-spy into the venv to get one)"
     lines = []
     for path, phase in prof.items():
         load = phase.get("load", {})
