@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +216,18 @@ class Deployment:
             if rows or time.monotonic() > deadline:
                 return rows
             await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running_deployment(
+    *, database: str, redis_url: str, llm_base_url: str, env: dict[str, str] | None = None
+) -> AsyncIterator[Deployment]:
+    """A started deployment, stopped on exit: for fixtures with a scope of their own."""
+    deployment = Deployment(database=database, redis_url=redis_url, llm_base_url=llm_base_url, env=env)
+    try:
+        yield await deployment.start()
+    finally:
+        await deployment.stop()
 
 
 def free_port() -> int:

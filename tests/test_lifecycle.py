@@ -14,11 +14,12 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest_asyncio
 
-from tests.deployment import Deployment
+from tests.deployment import Deployment, running_deployment
 from tests.fake_llm import FakeLLM
 
 DeployFactory = Callable[..., Awaitable[Deployment]]
@@ -31,24 +32,22 @@ def marker() -> str:
     return uuid.uuid4().hex[:12]
 
 
-async def _deployment(postgres_url: str, redis_url: str, fake_llm: FakeLLM, **env: str) -> AsyncIterator[Deployment]:
-    running = Deployment(database=postgres_url, redis_url=redis_url, llm_base_url=fake_llm.base_url, env=env)
-    try:
-        yield await running.start()
-    finally:
-        await running.stop()
+def _deployment(
+    postgres_url: str, redis_url: str, fake_llm: FakeLLM, **env: str
+) -> AbstractAsyncContextManager[Deployment]:
+    return running_deployment(database=postgres_url, redis_url=redis_url, llm_base_url=fake_llm.base_url, env=env)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def timeout_deployment(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[Deployment]:
-    async for running in _deployment(postgres_url, redis_url, fake_llm, SWITCHBOARD_RUN_TIMEOUT_S="1"):
+    async with _deployment(postgres_url, redis_url, fake_llm, SWITCHBOARD_RUN_TIMEOUT_S="1") as running:
         yield running
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def workers_deployment(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[Deployment]:
     """Shared by the SIGKILL and SIGTERM tests, which each need one live worker to signal."""
-    async for running in _deployment(postgres_url, redis_url, fake_llm):
+    async with _deployment(postgres_url, redis_url, fake_llm) as running:
         yield running
 
 

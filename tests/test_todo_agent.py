@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +27,7 @@ from mcp import Client
 from mcp_types import RequestParamsMeta, TextContent
 
 from domain.todo_server import CALL_ID_META_KEY, RunBinding, TodoScope, create_todo_server
-from tests.deployment import Deployment
+from tests.deployment import Deployment, running_deployment
 from tests.fake_llm import FakeLLM
 from workers.todo_mcp import bound_session
 
@@ -38,31 +39,27 @@ def marker() -> str:
     return uuid.uuid4().hex[:8]
 
 
-async def _deployment(
+def _deployment(
     postgres_url: str, redis_url: str, fake_llm: FakeLLM, env: dict[str, str] | None = None
-) -> AsyncIterator[Deployment]:
-    running = Deployment(database=postgres_url, redis_url=redis_url, llm_base_url=fake_llm.base_url, env=env)
-    try:
-        yield await running.start()
-    finally:
-        await running.stop()
+) -> AbstractAsyncContextManager[Deployment]:
+    return running_deployment(database=postgres_url, redis_url=redis_url, llm_base_url=fake_llm.base_url, env=env)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def todo(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[Deployment]:
-    async for running in _deployment(postgres_url, redis_url, fake_llm):
+    async with _deployment(postgres_url, redis_url, fake_llm) as running:
         yield running
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def demo(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[Deployment]:
-    async for running in _deployment(postgres_url, redis_url, fake_llm, {"SWITCHBOARD_LLM_PROVIDER": "demo"}):
+    async with _deployment(postgres_url, redis_url, fake_llm, {"SWITCHBOARD_LLM_PROVIDER": "demo"}) as running:
         yield running
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def retried(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[Deployment]:
-    async for running in _deployment(postgres_url, redis_url, fake_llm):
+    async with _deployment(postgres_url, redis_url, fake_llm) as running:
         yield running
 
 
