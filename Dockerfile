@@ -11,6 +11,8 @@ COPY pyproject.toml alembic.ini ./
 COPY api ./api
 COPY workers ./workers
 COPY domain ./domain
+COPY todo ./todo
+COPY demo_llm ./demo_llm
 COPY switchboard ./switchboard
 COPY migrations ./migrations
 RUN pip install --no-cache-dir --no-deps -e . \

@@ -1,4 +1,4 @@
-"""The Starlette application: routes, middleware, error handlers, and a lifespan that owns the pools."""
+"""The Starlette application: one package per surface, each mounted here, and a lifespan that owns the pools."""
 
 from __future__ import annotations
 
@@ -10,21 +10,18 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
-from api import todo_routes, web
+from api import chatkit, openai, todo, web
 from api.auth import Authenticator
-from api.chat_completions import chat_completions
-from api.chatkit_route import CHATKIT_PATH, chatkit
-from api.enqueue import JobEnqueuer
 from api.errors import handle_http_exception, handle_switchboard_error, handle_unexpected
-from api.event_hub import RunEventHub
 from api.health import healthz, readyz
-from api.mcp_endpoint import MCP_PATH, McpEndpoint
-from api.models_routes import get_model, list_models
+from api.mcp import MCP_PATH, McpEndpoint
+from api.relay.enqueue import JobEnqueuer
+from api.relay.event_hub import RunEventHub
 from api.request_id import RequestIdMiddleware
 from api.state import AppState, InflightRuns
-from domain.database import create_engine, session_factory
+from domain.database import create_engine
 from domain.errors import SwitchboardError
 from domain.event_log import EventLog
 from domain.job_codec import serialize_job
@@ -43,7 +40,6 @@ def create_app(settings: Settings) -> Starlette:
         state = AppState(
             settings=settings,
             db_engine=db_engine,
-            sessions=session_factory(db_engine),
             redis=redis,
             hub=hub,
             event_log=EventLog(redis, max_events=settings.event_log_max, ttl_s=settings.event_log_ttl_s),
@@ -59,6 +55,32 @@ def create_app(settings: Settings) -> Starlette:
             await redis.aclose()
             await db_engine.dispose()
 
+    return Starlette(
+        routes=_routes(mcp),
+        middleware=_middleware(settings),
+        exception_handlers={
+            SwitchboardError: handle_switchboard_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+
+
+def _routes(mcp: McpEndpoint) -> list[BaseRoute]:
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Mount("/v1", routes=openai.routes),
+        Mount("/api", routes=todo.routes),
+        # Exact paths, as their clients call them: a Mount would answer `/chatkit` with a redirect.
+        *chatkit.routes(),
+        Route(MCP_PATH, mcp),
+        *web.routes,
+    ]
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
     middleware = [Middleware(RequestIdMiddleware)]
     if settings.cors_origins:
         middleware.append(
@@ -70,32 +92,4 @@ def create_app(settings: Settings) -> Starlette:
                 expose_headers=["X-Request-ID", "X-Conversation-ID"],
             )
         )
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/v1/models", list_models, methods=["GET"]),
-            Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route(MCP_PATH, mcp),
-            Route(CHATKIT_PATH, chatkit, methods=["POST"]),
-            Route("/api/me", todo_routes.me, methods=["GET"]),
-            Route("/api/{user_id}/chat", todo_routes.chat, methods=["POST"]),
-            Route("/api/{user_id}/tasks", todo_routes.list_tasks, methods=["GET"]),
-            Route("/api/{user_id}/conversations", todo_routes.list_conversations, methods=["GET"]),
-            Route(
-                "/api/{user_id}/conversations/{conversation_id}/messages", todo_routes.list_messages, methods=["GET"]
-            ),
-            Route(
-                "/api/{user_id}/conversations/{conversation_id}", todo_routes.delete_conversation, methods=["DELETE"]
-            ),
-            *web.routes,
-        ],
-        middleware=middleware,
-        exception_handlers={
-            SwitchboardError: handle_switchboard_error,
-            HTTPException: handle_http_exception,
-            Exception: handle_unexpected,
-        },
-        lifespan=lifespan,
-    )
+    return middleware

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 
-from domain.errors import InvalidRequest, PayloadTooLarge
+from domain.errors import InvalidRequest, PayloadTooLarge, SwitchboardError, first_problem
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
 # Deep enough for any real JSON schema of a tool; shallow enough that nothing downstream recurses far.
 MAX_NESTING = 64
 
 
-async def read_json(request: Request, *, max_bytes: int) -> Any:
+async def read_json(request: Request, *, max_bytes: int, error: type[SwitchboardError] = InvalidRequest) -> Any:
+    """The body's JSON; a body that is not JSON is `error`, 400 unless the surface says otherwise."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
@@ -28,15 +30,15 @@ async def read_json(request: Request, *, max_bytes: int) -> Any:
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
-        raise InvalidRequest("request body is empty; expected a JSON object")
+        raise error("request body is empty; expected a JSON object")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidRequest(f"request body is nested deeper than {MAX_NESTING} levels") from None
+        raise error(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise error(f"request body is nested deeper than {MAX_NESTING} levels") from exc
     if _depth_exceeds(data, MAX_NESTING):
-        raise InvalidRequest(f"request body is nested deeper than {MAX_NESTING} levels")
+        raise error(f"request body is nested deeper than {MAX_NESTING} levels")
     return data
 
 
@@ -57,13 +59,20 @@ def _depth_exceeds(data: Any, limit: int) -> bool:
     return False
 
 
-def validate(model: type[ModelT], data: Any) -> ModelT:
+@overload
+def validate(schema: type[ModelT], data: Any, *, error: type[SwitchboardError] = ...) -> ModelT: ...
+@overload
+def validate(schema: TypeAdapter[T], data: Any, *, error: type[SwitchboardError] = ...) -> T: ...
+def validate(schema: Any, data: Any, *, error: type[SwitchboardError] = InvalidRequest) -> Any:
+    """The body as `schema`, or `error` (400 unless the surface says otherwise) naming the first problem.
+
+    The one place where a pydantic `ValidationError` from a request becomes ours.
+    """
     if not isinstance(data, dict):
-        raise InvalidRequest("request body must be a JSON object")
+        raise error("request body must be a JSON object")
+    validator = schema.validate_python if isinstance(schema, TypeAdapter) else schema.model_validate
     try:
-        return model.model_validate(data)
+        return validator(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        param = ".".join(str(part) for part in error["loc"]) or None
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise InvalidRequest(f"{param}: {message}" if param else message, param=param) from None
+        param, message = first_problem(exc)
+        raise error(f"{param}: {message}" if param else message, param=param) from exc

@@ -17,9 +17,8 @@ from domain.errors import (
     Overloaded,
     PayloadTooLarge,
     PermissionDenied,
-    ProviderError,
-    ProviderTimeout,
-    RunTimeout,
+    RunFailure,
+    RunFailureCode,
     ServiceUnavailable,
     SwitchboardError,
     Unprocessable,
@@ -36,43 +35,45 @@ _STATUS: list[tuple[type[SwitchboardError], int, str]] = [
     (Unprocessable, 422, "invalid_request_error"),
     (PayloadTooLarge, 413, "invalid_request_error"),
     (Overloaded, 429, "rate_limit_error"),
-    (ProviderError, 502, "upstream_error"),
-    (ProviderTimeout, 504, "timeout_error"),
-    (RunTimeout, 504, "timeout_error"),
     (ServiceUnavailable, 503, "service_unavailable_error"),
     (ConfigurationError, 500, "server_error"),
 ]
 
-# A run that failed in a worker reports a code; a non-streaming request turns it back into a status.
-RUN_FAILURE_ERRORS: dict[str, type[SwitchboardError]] = {
-    "provider_error": ProviderError,
-    "provider_timeout": ProviderTimeout,
-    "run_timeout": RunTimeout,
+# A failed run, told to a client that waited for its outcome: each failure code's status and type.
+RUN_FAILURE_STATUS: dict[RunFailureCode, tuple[int, str]] = {
+    "provider_error": (502, "upstream_error"),
+    "provider_timeout": (504, "timeout_error"),
+    "run_timeout": (504, "timeout_error"),
+    "service_unavailable": (503, "service_unavailable_error"),
+    "internal_error": (500, "server_error"),
 }
+SERVER_ERROR = (500, "server_error")
 
 
 def error_body(message: str, *, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_response(exc: SwitchboardError, headers: dict[str, str] | None = None) -> JSONResponse:
-    status, type_ = next(
-        ((status, type_) for cls, status, type_ in _STATUS if isinstance(exc, cls)), (500, "server_error")
-    )
-    if status == 401:
-        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+def status_of(exc: SwitchboardError) -> tuple[int, str]:
+    if isinstance(exc, RunFailure):
+        return RUN_FAILURE_STATUS.get(exc.code, SERVER_ERROR)
+    return next(((status, type_) for cls, status, type_ in _STATUS if isinstance(exc, cls)), SERVER_ERROR)
+
+
+def error_response(exc: SwitchboardError) -> JSONResponse:
+    status, type_ = status_of(exc)
     return JSONResponse(
-        error_body(exc.message, type_=type_, code=exc.code, param=exc.param), status_code=status, headers=headers
+        error_body(exc.message, type_=type_, code=exc.code, param=exc.param), status_code=status, headers=exc.headers
     )
 
 
 async def handle_switchboard_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, SwitchboardError)
+    assert isinstance(exc, SwitchboardError)  # registered for this class only
     return error_response(exc)
 
 
 async def handle_http_exception(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    assert isinstance(exc, HTTPException)  # registered for this class only
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     return JSONResponse(
         error_body(str(exc.detail), type_="invalid_request_error", code=code),

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import Authenticator
-from api.enqueue import JobEnqueuer
-from api.event_hub import RunEventHub
+from api.relay.enqueue import JobEnqueuer
+from api.relay.event_hub import RunEventHub
 from domain.event_log import EventLog
 from domain.settings import Settings
 
@@ -35,7 +35,6 @@ class InflightRuns:
 class AppState:
     settings: Settings
     db_engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
     redis: Redis
     hub: RunEventHub
     event_log: EventLog

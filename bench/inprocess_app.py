@@ -2,7 +2,7 @@
 
     python -m bench.inprocess_app --port P --llm-base-url http://127.0.0.1:Q/v1
 
-The same ``GeneralAgentEngine`` the workers run, with the model and pooled HTTP client built by
+The same ``GeneralAgentRunner`` the workers run, with the model and pooled HTTP client built by
 ``workers.llm`` from ``Settings`` (provider ``openai``), is run by the request handler itself. Its
 publisher feeds an ``asyncio.Queue`` that the response streams from as OpenAI-style SSE, rendered by
 the API's own ``ChunkWriter``. No auth, no validation beyond the request schema, no database, no
@@ -28,13 +28,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from api.openai_chunks import ChunkWriter
-from domain.chat import ChatCompletionRequest, ChatJob, ModelParams
+from api.openai.chunks import ChunkWriter
+from api.openai.schemas import ChatCompletionRequest
+from api.relay.progress import ClientToolCall
+from domain.chat import ModelParams
 from domain.events import ClientToolCallDelta, RunEvent
+from domain.run_request import ChatJob
 from domain.settings import load_settings
 from switchboard.cli import declare_asyncio, tune_gc
-from workers.engine import RunOutcome
-from workers.general_agent import GeneralAgentEngine
+from workers.agent_runner import RunOutcome
+from workers.general_agent import GeneralAgentRunner
 from workers.llm import create_http_client, create_model, speaks_openai_chat
 
 _END = object()
@@ -65,7 +68,7 @@ def create_app(llm_base_url: str, llm_model: str = "fake-model") -> Starlette:
     )
     http_client = create_http_client(settings)
     model = create_model(settings, http_client)
-    engine = GeneralAgentEngine(model, pass_raw_openai_fields=speaks_openai_chat(settings))
+    runner = GeneralAgentRunner(model, pass_raw_openai_fields=speaks_openai_chat(settings))
 
     async def chat_completions(request: Request) -> Response:
         try:
@@ -83,7 +86,7 @@ def create_app(llm_base_url: str, llm_model: str = "fake-model") -> Starlette:
             params=ModelParams(temperature=body.temperature, max_tokens=body.max_tokens),
         )
         publisher = QueuePublisher(run_id)
-        task = asyncio.create_task(engine.run(job, job.history or [], publisher))  # type: ignore[arg-type]
+        task = asyncio.create_task(runner.run(job, job.history or [], publisher))  # type: ignore[arg-type]
         task.add_done_callback(lambda _: publisher.queue.put_nowait(_END))
         writer = ChunkWriter(completion_id="chatcmpl-" + run_id[4:], created=int(time.time()), model=body.model)
         return StreamingResponse(_stream(task, publisher, writer), media_type="text/event-stream")
@@ -119,7 +122,8 @@ async def _stream(
             if isinstance(item, str):
                 yield f"data: {writer.text(item)}\n\n".encode()
             elif isinstance(item, ClientToolCallDelta):
-                yield f"data: {writer.tool_call(item)}\n\n".encode()
+                piece = ClientToolCall(index=item.index, call_id=item.call_id, name=item.name, arguments=item.arguments)
+                yield f"data: {writer.tool_call(piece)}\n\n".encode()
         try:
             outcome = task.result()
         except Exception as exc:  # the run failed: tell the client the OpenAI way

@@ -45,8 +45,8 @@ _GLUE = (
 )  # fmt: skip
 EVENT_LOOP = "event loop internals (uvloop/C, callbacks, no Python frame above)"
 
-# Project packages: reported by module (api.relay, workers.chat_job, ...).
-_PROJECT = ("api", "domain", "workers", "switchboard", "bench", "tests")
+# Project packages: reported by module (api.relay.follow, workers.chat_job, ...).
+_PROJECT = ("api", "domain", "workers", "todo", "demo_llm", "switchboard", "bench", "tests")
 
 # What a library is, for people: (component label, path prefixes).
 COMPONENTS: list[tuple[str, tuple[str, ...]]] = [

@@ -1,4 +1,4 @@
-"""Wire schemas of a chat turn: the OpenAI request as clients send it, and the normalised job payload.
+"""Wire schemas of a chat turn's messages and model parameters, as every surface and the workers share them.
 
 Pydantic models live here because this data crosses boundaries: HTTP body in, arq job out.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -87,47 +87,6 @@ class ToolDefinition(BaseModel):
     function: FunctionDefinition
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    include_usage: bool = False
-
-
-class ChatCompletionRequest(BaseModel):
-    """`POST /v1/chat/completions`. Unknown fields are ignored, as OpenAI-compatible servers do."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    stop: str | list[str] | None = None
-    n: int | None = None
-    user: str | dict[str, Any] | None = None
-    tools: list[ToolDefinition] | None = None
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-
-    @field_validator("n")
-    @classmethod
-    def _only_one_choice(cls, value: int | None) -> int | None:
-        if value is not None and value != 1:
-            raise ValueError("only n=1 is supported")
-        return value
-
-    @field_validator("stop")
-    @classmethod
-    def _at_most_four_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
-        return value
-
-
 class ModelParams(BaseModel):
     """Sampling parameters that reach the provider unchanged."""
 
@@ -138,19 +97,4 @@ class ModelParams(BaseModel):
     parallel_tool_calls: bool | None = None
 
 
-class ChatJob(BaseModel):
-    """What the API hands a worker. The run row in the database is the durable record; this is the how."""
-
-    run_id: str
-    user_id: str
-    assistant: str
-    request_id: str
-    conversation_id: int | None
-    # When the client sent the whole conversation (Open WebUI does), it is the truth: the worker uses it
-    # instead of the stored history. `None` means "use the stored window".
-    history: list[ChatMessage] | None = None
-    # The client's system and developer messages, put before the stored window when `history` is None.
-    system_messages: list[ChatMessage] = Field(default_factory=list)
-    tools: list[ToolDefinition] | None = None
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
-    params: ModelParams = Field(default_factory=ModelParams)
+ToolChoice = Literal["none", "auto", "required"] | dict[str, Any]

@@ -2,22 +2,55 @@
 
 `api/` maps these to HTTP statuses in one place; workers map them to `run.failed` events. Foreign
 errors (Redis, SQLAlchemy, provider SDKs) are translated into these at the edge, with `from e`.
+
+Like Starlette's `HTTPException`, an error carries the headers its response needs (`Retry-After`
+for a refusal that will pass, `WWW-Authenticate` for missing credentials), so no route has to
+remember them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar, Literal
+
+from pydantic import ValidationError
+
+# Why a run failed: a closed set, stored in the run's `error_code` column and sent in `run.failed`.
+RunFailureCode = Literal[
+    "provider_error",  # the model provider answered with an error or could not be reached
+    "provider_timeout",  # the model provider did not answer in time
+    "run_timeout",  # the run went past SWITCHBOARD_RUN_TIMEOUT_S
+    "service_unavailable",  # the turn was stored, but the job could not be handed to a worker
+    "internal_error",  # a bug: the run crashed
+]
+RUN_FAILURE_CODES: frozenset[RunFailureCode] = frozenset(
+    ("provider_error", "provider_timeout", "run_timeout", "service_unavailable", "internal_error")
+)
+
+# Why a stream ended before its run did. The run goes on, and its outcome is stored.
+StreamEndCode = Literal["server_shutdown", "run_restarted"]
 
 
 class SwitchboardError(Exception):
     """Base of every error this service raises on purpose."""
 
     code: str = "internal_error"
+    default_headers: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        self.headers: dict[str, str] = {**self.default_headers, **(headers or {})}
 
 
 class ConfigurationError(SwitchboardError):
@@ -40,6 +73,7 @@ class Unprocessable(SwitchboardError):
 
 class AuthenticationFailed(SwitchboardError):
     code = "invalid_api_key"
+    default_headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
 class PermissionDenied(SwitchboardError):
@@ -58,25 +92,43 @@ class PayloadTooLarge(SwitchboardError):
 
 class Overloaded(SwitchboardError):
     code = "overloaded"
+    default_headers: ClassVar[Mapping[str, str]] = {"Retry-After": "1"}
 
 
 class ServiceUnavailable(SwitchboardError):
     """Redis or the database cannot be reached."""
 
     code = "service_unavailable"
+    default_headers: ClassVar[Mapping[str, str]] = {"Retry-After": "5"}
 
 
-class ProviderError(SwitchboardError):
+class RunFailure(SwitchboardError):
+    """A run ended in failure; `code` says why, from the closed set `RunFailureCode`."""
+
+    code: RunFailureCode
+
+    def __init__(self, message: str, *, code: RunFailureCode | None = None) -> None:
+        super().__init__(message, code=code)
+
+
+class ProviderError(RunFailure):
     """The model provider answered with an error or could not be reached."""
 
     code = "provider_error"
 
 
-class ProviderTimeout(SwitchboardError):
+class ProviderTimeout(RunFailure):
     code = "provider_timeout"
 
 
-class RunTimeout(SwitchboardError):
+class RunTimeout(RunFailure):
     """The run went past `SWITCHBOARD_RUN_TIMEOUT_S`, or the relay heard nothing for that long."""
 
     code = "run_timeout"
+
+
+def first_problem(exc: ValidationError) -> tuple[str | None, str]:
+    """(where, what) of a pydantic validation failure's first error, for a one-line message."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or None
+    return where, str(error["msg"]).removeprefix("Value error, ")

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from domain.errors import RunFailureCode
+
 
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -78,7 +80,7 @@ class RunCompleted(_Event):
 
 class RunFailed(_Event):
     type: Literal["run.failed"] = "run.failed"
-    code: str
+    code: RunFailureCode
     message: str
 
 
@@ -86,7 +88,6 @@ RunEvent = Annotated[
     RunStarted | TextDelta | ClientToolCallDelta | ToolCalled | ToolReturned | RunCompleted | RunFailed,
     Field(discriminator="type"),
 ]
-TerminalEvent = RunCompleted | RunFailed
 
 _adapter: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
 

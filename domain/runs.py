@@ -10,7 +10,6 @@ request, and a session's bookkeeping would cost more CPU than the statements the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain import conversations
 from domain.chat import ChatMessage
 from domain.database import conflict_insert
+from domain.errors import RunFailureCode
 from domain.events import Usage
 from domain.models import Message, Run, utcnow
+from domain.run_request import RunRequest
 
 FINISHED = ("succeeded", "failed")
 
@@ -63,18 +64,12 @@ def message_values(
     }
 
 
-async def accept(
-    connection: AsyncConnection,
-    *,
-    run_id: str,
-    user_id: str,
-    assistant: str,
-    request_id: str,
-    conversation_key: str | None,
-    new_conversation: bool = False,
-    new_messages: Sequence[ChatMessage],
-) -> AcceptedTurn:
-    """Record the run and the new turn. `conversation_key=None` means a turn that is not stored."""
+async def accept(connection: AsyncConnection, request: RunRequest) -> AcceptedTurn:
+    """Record the run and the new turn. A request without a conversation key is a turn that is not stored."""
+    conversation_key = request.conversation_key
+    new_messages = request.new_messages
+    run_id = request.run_id
+    user_id = request.user_id
     conversation_id: int | None = None
     if conversation_key is not None:
         first_user = next((message.text for message in new_messages if message.role == "user"), "")
@@ -82,7 +77,7 @@ async def accept(
             connection,
             user_id=user_id,
             key=conversation_key,
-            known_new=new_conversation,
+            known_new=request.new_conversation,
             title=conversations.title_from(first_user),
         )
     await connection.execute(
@@ -90,10 +85,10 @@ async def accept(
             id=run_id,
             user_id=user_id,
             conversation_id=conversation_id,
-            assistant=assistant,
+            assistant=request.assistant,
             status="queued",
             attempt=0,
-            request_id=request_id,
+            request_id=request.request_id,
             created_at=utcnow(),
         )
     )
@@ -115,7 +110,9 @@ async def accept(
 
 
 async def load(connection: AsyncConnection, run_id: str) -> Row[Any] | None:
-    result = await connection.execute(select(Run.id, Run.status, Run.error, Run.usage).where(Run.id == run_id))
+    result = await connection.execute(
+        select(Run.id, Run.status, Run.error_code, Run.error, Run.usage).where(Run.id == run_id)
+    )
     return result.one_or_none()
 
 
@@ -167,11 +164,11 @@ async def finish(
     return True
 
 
-async def fail(connection: AsyncConnection, *, run_id: str, attempt: int, error: str) -> bool:
+async def fail(connection: AsyncConnection, *, run_id: str, attempt: int, code: RunFailureCode, message: str) -> bool:
     result = await connection.execute(
         update(Run)
         .where(Run.id == run_id, Run.status.not_in(FINISHED))
-        .values(status="failed", attempt=attempt, error=error, finished_at=utcnow())
+        .values(status="failed", attempt=attempt, error_code=code, error=message, finished_at=utcnow())
     )
     return bool(result.rowcount)
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from domain.errors import ConfigurationError
+from domain.errors import ConfigurationError, first_problem
 
 LLMProvider = Literal["openai", "anthropic", "ollama", "demo"]
 AuthMode = Literal["required", "none"]
@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     history_window: int = Field(default=20, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     run_timeout_s: float = Field(default=300.0, gt=0)
+    # A running attempt renews its lease; one whose lease lapsed this long ago is lost and retried.
+    run_lease_s: float = Field(default=15.0, gt=0)
 
     # Operational knobs beyond the contract; the defaults suit one machine.
     max_inflight_runs: int = Field(default=1000, ge=1)
@@ -126,18 +128,12 @@ class Settings(BaseSettings):
     def auth_configured(self) -> bool:
         return bool(self.api_keys or self.jwt_secret or self.jwt_jwks_url)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning a validation failure into one line that names the variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        error = exc.errors()[0]
-        location = error["loc"]
-        name = f"SWITCHBOARD_{str(location[0]).upper()}" if location else "settings"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise ConfigurationError(f"{name}: {message}") from None
+        where, message = first_problem(exc)
+        name = f"SWITCHBOARD_{where.split('.')[0].upper()}" if where else "settings"
+        raise ConfigurationError(f"{name}: {message}") from exc

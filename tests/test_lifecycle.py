@@ -142,8 +142,11 @@ async def test_a_run_past_its_time_limit_fails_with_an_error_event(timeout_deplo
     assert stream.text == ""
 
     run_id = await run_of(running, key)
-    [run] = await running.wait_for("SELECT status, error FROM runs WHERE id = :id AND status = 'failed'", id=run_id)
-    assert run["error"].startswith("run_timeout")
+    [run] = await running.wait_for(
+        "SELECT status, error_code, error FROM runs WHERE id = :id AND status = 'failed'", id=run_id
+    )
+    assert run["error_code"] == "run_timeout"
+    assert run["error"] == "the run took longer than 1 s"
     assert [row["role"] for row in await running.messages("alice", key)] == ["user"]
 
 

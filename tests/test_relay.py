@@ -20,10 +20,10 @@ import psutil
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from api.enqueue import JobEnqueuer
+from api.relay.enqueue import JobEnqueuer
 from domain import keys
-from domain.chat import ChatJob
 from domain.job_codec import CHAT_JOB, serialize_job
+from domain.run_request import ChatJob
 from tests.deployment import Deployment
 from tests.fake_llm import FakeLLM
 

@@ -26,9 +26,9 @@ import pytest_asyncio
 from mcp import Client
 from mcp_types import RequestParamsMeta, TextContent
 
-from domain.todo_server import CALL_ID_META_KEY, RunBinding, TodoScope, create_todo_server
 from tests.deployment import Deployment, running_deployment
 from tests.fake_llm import FakeLLM
+from todo.server import CALL_ID_META_KEY, RunBinding, TodoScope, create_todo_server
 from workers.todo_mcp import bound_session
 
 # A dead worker's job is retried once its 15 s lease lapses.

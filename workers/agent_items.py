@@ -9,8 +9,8 @@ from typing import Any
 from agents import TResponseInputItem
 
 from domain.chat import ChatMessage
-from domain.todo_server import result_text
 from domain.tool_calls import RecordedCall
+from todo.server import result_text
 
 
 def recorded_call_id(run_id: str, call: RecordedCall) -> str:

@@ -8,14 +8,13 @@ in-process demo model through it).
 
 from __future__ import annotations
 
-import agents
 import httpx2
 from agents import OpenAIChatCompletionsModel
 from openai import AsyncOpenAI, OpenAIError
 
+from demo_llm.server import DEMO_MODEL_NAME
 from domain.errors import ConfigurationError
 from domain.settings import Settings
-from workers.demo_model import DEMO_MODEL_NAME
 from workers.llm import DEMO_BASE_URL, OLLAMA_DEFAULT_BASE_URL
 
 ANTHROPIC_OPENAI_BASE_URL = "https://api.anthropic.com/v1/"
@@ -45,8 +44,6 @@ def _endpoint(settings: Settings) -> tuple[str | None, str | None]:
 def create_agents_model(settings: Settings, http_client: httpx2.AsyncClient) -> OpenAIChatCompletionsModel:
     """The model, built once per worker. A provider it cannot use fails here, at start-up, in one line."""
     base_url, api_key = _endpoint(settings)
-    # Traces go to OpenAI's servers: only when the operator asked for them.
-    agents.set_tracing_disabled(not settings.agents_tracing)
     try:
         # No key for `openai` means the client's own default, OPENAI_API_KEY, as for the general assistant.
         client = AsyncOpenAI(base_url=base_url, api_key=api_key, http_client=http_client)

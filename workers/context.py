@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import httpx2
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.event_log import EventLog
 from domain.settings import Settings
-from workers.engine import Engine
+from workers.agent_runner import AgentRunner
 from workers.event_sink import EventSink
 
 
@@ -19,12 +19,11 @@ from workers.event_sink import EventSink
 class WorkerDeps:
     settings: Settings
     db_engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
     redis: Redis
     event_log: EventLog
     events: EventSink
     http_client: httpx2.AsyncClient
-    engines: Mapping[str, Engine]
+    runners: Mapping[str, AgentRunner]
 
     async def aclose(self) -> None:
         await self.events.aclose()

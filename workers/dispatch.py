@@ -38,7 +38,7 @@ return score
 
 
 class WakeableWorker(Worker):
-    def __init__(self, *args: Any, wake_redis_url: str, lease_s: float = 15.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wake_redis_url: str, lease_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wake_redis_url = wake_redis_url
         self._slot_freed = asyncio.Event()

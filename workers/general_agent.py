@@ -23,9 +23,10 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition as AgentToolDefinition
 from pydantic_ai.toolsets.external import ExternalToolset
 
-from domain.chat import ChatJob, ChatMessage, FunctionCall, ToolCallSpec
+from domain.chat import ChatMessage, FunctionCall, ToolCallSpec
 from domain.events import ClientToolCallDelta, Usage
-from workers.engine import RunOutcome
+from domain.run_request import ChatJob
+from workers.agent_runner import RunOutcome
 from workers.history import to_model_messages
 from workers.publisher import RunPublisher
 
@@ -35,7 +36,7 @@ INSTRUCTIONS = (
 )
 
 
-class GeneralAgentEngine:
+class GeneralAgentRunner:
     def __init__(self, model: Model, *, pass_raw_openai_fields: bool) -> None:
         self._agent: Agent[None, str | DeferredToolRequests] = Agent(
             model,

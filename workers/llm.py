@@ -12,9 +12,9 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.ollama import OllamaProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 
+from demo_llm.server import DEMO_MODEL_NAME, create_demo_app
+from demo_llm.transport import StreamingASGITransport
 from domain.settings import Settings
-from workers.asgi_stream import StreamingASGITransport
-from workers.demo_model import DEMO_MODEL_NAME, create_demo_app
 
 DEMO_BASE_URL = "http://demo.invalid/v1"
 OLLAMA_DEFAULT_BASE_URL = "http://127.0.0.1:11434/v1"

@@ -4,45 +4,48 @@ from __future__ import annotations
 
 from typing import Any
 
+import agents
 from arq.connections import RedisSettings
 from arq.worker import func
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import keys
-from domain.database import create_engine, session_factory
+from domain.assistants import GENERAL_ASSISTANT, TODO_ASSISTANT
+from domain.database import create_engine
 from domain.event_log import EventLog
 from domain.job_codec import CHAT_JOB, deserialize_job, serialize_job
 from domain.settings import Settings
-from domain.todo_server import create_todo_server
+from todo.server import create_todo_server
+from workers.agent_runner import AgentRunner
 from workers.agents_model import create_agents_model
 from workers.chat_job import run_chat
 from workers.context import DEPS_KEY, WorkerDeps
 from workers.dispatch import WakeableWorker
-from workers.engine import Engine
 from workers.event_sink import EventSink
-from workers.general_agent import GeneralAgentEngine
+from workers.general_agent import GeneralAgentRunner
 from workers.llm import create_http_client, create_model, speaks_openai_chat
-from workers.todo_agent import TodoAgentEngine
+from workers.todo_agent import TodoAgentRunner
 
 
-def build_engines(settings: Settings, deps_http: Any, *, db_engine: AsyncEngine) -> dict[str, Engine]:
-    # The todo engine first: a provider it cannot use is reported as one configuration line.
-    todo = TodoAgentEngine(
+def build_runners(settings: Settings, deps_http: Any, *, db_engine: AsyncEngine) -> dict[str, AgentRunner]:
+    # The todo runner first: a provider it cannot use is reported as one configuration line.
+    todo = TodoAgentRunner(
         model=create_agents_model(settings, deps_http),
         todo_server=create_todo_server(db_engine=db_engine),
         db_engine=db_engine,
-        tracing=settings.agents_tracing,
     )
     model = create_model(settings, deps_http)
     return {
-        "assistant": GeneralAgentEngine(model, pass_raw_openai_fields=speaks_openai_chat(settings)),
-        "todo": todo,
+        GENERAL_ASSISTANT: GeneralAgentRunner(model, pass_raw_openai_fields=speaks_openai_chat(settings)),
+        TODO_ASSISTANT: todo,
     }
 
 
 def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> WakeableWorker:
     async def on_startup(ctx: dict[str, Any]) -> None:
+        # Agents SDK traces go to OpenAI's servers: only when the operator asked for them.
+        agents.set_tracing_disabled(not settings.agents_tracing)
         db_engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         redis = Redis.from_url(settings.redis_url)
         http_client = create_http_client(settings)
@@ -52,12 +55,11 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         ctx[DEPS_KEY] = WorkerDeps(
             settings=settings,
             db_engine=db_engine,
-            sessions=session_factory(db_engine),
             redis=redis,
             event_log=event_log,
             events=events,
             http_client=http_client,
-            engines=build_engines(settings, http_client, db_engine=db_engine),
+            runners=build_runners(settings, http_client, db_engine=db_engine),
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -74,7 +76,8 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         on_shutdown=on_shutdown,
         burst=burst,
         handle_signals=handle_signals,
-        job_completion_wait=int(settings.worker_grace_s),
+        job_completion_wait=settings.worker_grace_s,
+        lease_s=settings.run_lease_s,
         max_jobs=settings.worker_max_jobs,
         # The run enforces its own timeout and reports it; arq's is only a backstop behind it.
         job_timeout=settings.run_timeout_s + 30,

@@ -13,13 +13,10 @@ the record answers instead of the tool.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import openai
 from agents import Agent, ModelSettings, RunConfig, RunContextWrapper, RunHooks, Runner
-from agents.exceptions import AgentsException, MaxTurnsExceeded
 from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.stream_events import RawResponsesStreamEvent
@@ -28,13 +25,14 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseTextDeltaEv
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import tool_calls
-from domain.chat import ChatJob, ChatMessage
-from domain.errors import ProviderError, ProviderTimeout
+from domain.chat import ChatMessage
 from domain.events import ToolCalled, ToolReturned, Usage
-from domain.todo_server import CallOrdinals, RunBinding, TodoScope, recorded_result
+from domain.run_request import ChatJob
 from domain.tool_calls import RecordedCall
+from todo.server import CallOrdinals, RunBinding, TodoScope, recorded_result
 from workers.agent_items import recorded_call_id, recorded_items, to_input_items
-from workers.engine import RunOutcome
+from workers.agent_runner import RunOutcome
+from workers.provider_errors import provider_errors
 from workers.publisher import RunPublisher
 from workers.todo_mcp import RunTodoTools, result_payload
 
@@ -74,31 +72,11 @@ class _PlanCallPositions(RunHooks[Any]):
         self._ordinals.plan([item.call_id for item in response.output if isinstance(item, ResponseFunctionToolCall)])
 
 
-@contextlib.contextmanager
-def _provider_errors() -> Iterator[None]:
-    """The model provider's failures as ours, so the run reports them like the general assistant's."""
-    try:
-        yield
-    except openai.APITimeoutError:
-        raise ProviderTimeout("the model provider timed out") from None
-    except openai.APIStatusError as exc:
-        raise ProviderError(f"the model provider answered HTTP {exc.status_code}") from None
-    except openai.APIConnectionError:
-        raise ProviderError("the model provider could not be reached") from None
-    except MaxTurnsExceeded:
-        raise ProviderError(f"the model made more than {MAX_TURNS} steps without answering") from None
-    except AgentsException as exc:
-        raise ProviderError(f"the model provider failed: {type(exc).__name__}") from None
-
-
-class TodoAgentEngine:
-    def __init__(
-        self, *, model: Model, todo_server: MCPServer[TodoScope], db_engine: AsyncEngine, tracing: bool = False
-    ) -> None:
+class TodoAgentRunner:
+    def __init__(self, *, model: Model, todo_server: MCPServer[TodoScope], db_engine: AsyncEngine) -> None:
         self._model = model
         self._server = todo_server
         self._db_engine = db_engine
-        self._tracing = tracing
 
     async def run(self, job: ChatJob, history: Sequence[ChatMessage], publisher: RunPublisher) -> RunOutcome:
         async with self._db_engine.connect() as connection:
@@ -126,10 +104,10 @@ class TodoAgentEngine:
                 input=items,
                 max_turns=MAX_TURNS,
                 hooks=_PlanCallPositions(binding.ordinals),
-                run_config=RunConfig(tracing_disabled=not self._tracing, workflow_name="switchboard todo"),
+                run_config=RunConfig(workflow_name="switchboard todo"),
             )
             try:
-                with _provider_errors():
+                with provider_errors(max_turns=MAX_TURNS):
                     async for event in streamed.stream_events():
                         if not isinstance(event, RawResponsesStreamEvent):
                             continue

@@ -31,7 +31,7 @@ from mcp.shared.memory import create_client_server_memory_streams
 from mcp_types import CallToolResult, GetPromptResult, ListPromptsResult, RequestParamsMeta, TextContent, Tool
 
 from domain.events import ToolCalled, ToolReturned
-from domain.todo_server import CALL_ID_META_KEY, TodoScope
+from todo.server import CALL_ID_META_KEY, TodoScope
 from workers.publisher import RunPublisher
 
 TOOLS_SERVER_NAME = "todo"

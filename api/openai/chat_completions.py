@@ -6,40 +6,42 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import assert_never
 
 import anyio
 import structlog
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.body import read_json, validate
-from api.errors import RUN_FAILURE_ERRORS, error_body, error_response
-from api.openai_chunks import ChunkWriter, usage_body
-from api.runs import RunRequest, StartedRun, start_run
+from api.errors import error_body
+from api.openai.chunks import ChunkWriter, usage_body
+from api.openai.schemas import ChatCompletionRequest
+from api.relay.progress import (
+    RESTARTED_MESSAGE,
+    ClientToolCall,
+    Completed,
+    Detached,
+    Failed,
+    Restarted,
+    Text,
+    ToolCall,
+    ToolResult,
+)
+from api.relay.sse import event_stream
+from api.relay.start import StartedRun, start_run
 from api.state import AppState
 from domain import conversations
 from domain.assistants import ASSISTANTS
-from domain.chat import ChatCompletionRequest, ChatMessage, FunctionCall, ModelParams, ToolCallSpec
-from domain.errors import InvalidRequest, NotFound, RunTimeout, SwitchboardError
-from domain.events import (
-    ClientToolCallDelta,
-    FinishReason,
-    RunCompleted,
-    RunFailed,
-    RunStarted,
-    TextDelta,
-    ToolCalled,
-    ToolReturned,
-    Usage,
-)
+from domain.chat import ChatMessage, FunctionCall, ModelParams, ToolCallSpec
+from domain.errors import InvalidRequest, NotFound, RunFailure, ServiceUnavailable, SwitchboardError
+from domain.run_request import RunRequest
 
 log = structlog.get_logger("switchboard.api.chat")
 
 CONVERSATION_HEADERS = ("x-conversation-id", "x-openwebui-chat-id")
 # Open WebUI asks for titles, tags and follow-ups with a single user message that starts like this.
 BACKGROUND_TASK_PREFIX = "### Task:"
-SHUTDOWN_GRACE_S = 2.0
 
 
 async def chat_completions(request: Request) -> Response:
@@ -48,11 +50,32 @@ async def chat_completions(request: Request) -> Response:
     body = validate(ChatCompletionRequest, await read_json(request, max_bytes=state.settings.max_body_bytes))
     if body.model not in ASSISTANTS:
         raise NotFound(f"The model '{body.model}' does not exist", param="model", code="model_not_found")
+    run_request = _run_request(request, body, user_id=user_id)
+    headers = {"X-Conversation-ID": run_request.conversation_key} if run_request.conversation_key else {}
 
+    if not body.stream:
+        try:
+            async with start_run(state, run_request) as run:
+                return JSONResponse(await _collect(run, body.model), headers=headers)
+        except SwitchboardError as exc:
+            # The turn may be stored even though the run failed: the client still learns its conversation.
+            exc.headers.update(headers)
+            raise
+
+    shutdown = anyio.Event()
+    stack = contextlib.AsyncExitStack()
+    async with stack:
+        run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown))
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        stream = _stream(run, body.model, include_usage, stack.pop_all())
+    return event_stream(stream, settings=state.settings, shutdown=shutdown, headers=headers)
+
+
+def _run_request(request: Request, body: ChatCompletionRequest, *, user_id: str) -> RunRequest:
     conversation_key = _conversation_key(request)
     background = _is_background_task(body.messages)
     history, new_messages, system_messages = _split_turn(body.messages)
-    run_request = RunRequest(
+    return RunRequest(
         user_id=user_id,
         request_id=request.state.request_id,
         assistant=body.model,
@@ -71,32 +94,6 @@ async def chat_completions(request: Request) -> Response:
             stop=[body.stop] if isinstance(body.stop, str) else body.stop,
             parallel_tool_calls=body.parallel_tool_calls,
         ),
-    )
-    headers = {"X-Conversation-ID": run_request.conversation_key or conversation_key or ""}
-    if not headers["X-Conversation-ID"]:
-        del headers["X-Conversation-ID"]
-
-    if not body.stream:
-        try:
-            async with start_run(state, run_request) as run:
-                return await _collect(run, body.model, headers)
-        except SwitchboardError as exc:
-            # The turn may be stored even though the run failed: the client still learns its conversation.
-            return error_response(exc, headers=headers)
-
-    shutdown = anyio.Event()
-    stack = contextlib.AsyncExitStack()
-    async with stack:
-        run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown))
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = _stream(run, body.model, include_usage, stack.pop_all(), shutdown)
-    return EventSourceResponse(
-        stream,
-        headers=headers,
-        ping=state.settings.keepalive_s,
-        sep="\n",
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_GRACE_S,
     )
 
 
@@ -143,33 +140,37 @@ def _split_turn(
     return messages, conversational[last_assistant + 1 :], system
 
 
-async def _collect(run: StartedRun, model: str, headers: dict[str, str]) -> Response:
+async def _collect(run: StartedRun, model: str) -> dict[str, object]:
     text: list[str] = []
     calls: dict[int, dict[str, str]] = {}
-    async for event in run.events:
-        if isinstance(event, RunStarted):
-            # A retried run starts over; what an interrupted attempt said is not the answer.
-            text.clear()
-            calls.clear()
-        elif isinstance(event, TextDelta):
-            text.append(event.text)
-        elif isinstance(event, ClientToolCallDelta):
-            call = calls.setdefault(event.index, {"id": "", "name": "", "arguments": ""})
-            if event.call_id is not None:
-                call["id"], call["name"] = event.call_id, event.name or ""
-            call["arguments"] += event.arguments
-        elif isinstance(event, RunFailed):
-            error_cls = RUN_FAILURE_ERRORS.get(event.code, SwitchboardError)
-            raise error_cls(event.message, code=event.code)
-        elif isinstance(event, RunCompleted):
-            return JSONResponse(_completion(run, model, "".join(text), calls, event), headers=headers)
-        else:
-            assert isinstance(event, ToolCalled | ToolReturned)
-    raise RunTimeout("the run ended without a result")
+    async for progress in run.progress:
+        match progress:
+            case Text():
+                text.append(progress.text)
+            case ClientToolCall():
+                call = calls.setdefault(progress.index, {"id": "", "name": "", "arguments": ""})
+                if progress.call_id is not None:
+                    call["id"], call["name"] = progress.call_id, progress.name or ""
+                call["arguments"] += progress.arguments
+            case ToolCall() | ToolResult():
+                pass  # the server's own tools: their effect is in the answer
+            case Restarted():
+                # Nothing was sent yet: the new attempt's answer is the answer.
+                text.clear()
+                calls.clear()
+            case Completed():
+                return _completion(run, model, "".join(text), calls, progress)
+            case Failed():
+                raise RunFailure(progress.message, code=progress.code)
+            case Detached():
+                raise ServiceUnavailable(progress.message, code=progress.code)
+            case _:
+                assert_never(progress)
+    raise AssertionError("follow() always ends with Completed, Failed or Detached")
 
 
 def _completion(
-    run: StartedRun, model: str, text: str, calls: dict[int, dict[str, str]], done: RunCompleted
+    run: StartedRun, model: str, text: str, calls: dict[int, dict[str, str]], done: Completed
 ) -> dict[str, object]:
     message: dict[str, object] = {"role": "assistant", "content": text or None, "refusal": None}
     if calls:
@@ -196,54 +197,32 @@ def _completion_id(run: StartedRun) -> str:
 
 
 async def _stream(
-    run: StartedRun,
-    model: str,
-    include_usage: bool,
-    cleanup: contextlib.AsyncExitStack,
-    shutdown: anyio.Event,
+    run: StartedRun, model: str, include_usage: bool, cleanup: contextlib.AsyncExitStack
 ) -> AsyncIterator[dict[str, str]]:
     writer = ChunkWriter(completion_id=_completion_id(run), created=int(time.time()), model=model)
-    finish: FinishReason | None = None
-    usage = Usage()
-    output_attempt = 0  # the attempt whose output the client has (part of); 0 while it has none
     async with cleanup:
-        try:
-            async for event in run.events:
-                if isinstance(event, TextDelta):
-                    output_attempt = event.attempt
-                    yield {"data": writer.text(event.text)}
-                elif isinstance(event, ClientToolCallDelta):
-                    output_attempt = event.attempt
-                    yield {"data": writer.tool_call(event)}
-                elif isinstance(event, RunStarted) and 0 < output_attempt < event.attempt:
-                    # The run was interrupted after part of an answer went out, and starts over. Its
-                    # new answer cannot be spliced onto the old; it is stored in the conversation.
-                    message = "the run was interrupted and restarted; its answer will be stored in the conversation"
-                    yield {"data": _error_data(message, "run_restarted")}
-                    yield {"data": "[DONE]"}
-                    return
-                elif isinstance(event, RunCompleted):
-                    finish, usage = event.finish_reason, event.usage
-                elif isinstance(event, RunFailed):
-                    yield {"data": _error_data(event.message, event.code)}
-                    yield {"data": "[DONE]"}
-                    return
-                else:
-                    assert isinstance(event, RunStarted | ToolCalled | ToolReturned)
-        except RunTimeout as exc:
-            yield {"data": _error_data(exc.message, exc.code)}
-            yield {"data": "[DONE]"}
-            return
-        if finish is None:
-            # The server is shutting down; the run goes on in its worker and its answer is stored.
-            log.info("stream.ended_by_shutdown", run_id=run.run_id)
-            message = "the server is shutting down; the answer will be stored in the conversation"
-            yield {"data": _error_data(message, "server_shutdown")}
-            yield {"data": "[DONE]"}
-            return
-        yield {"data": writer.finish(finish)}
-        if include_usage:
-            yield {"data": writer.usage(usage)}
+        async for progress in run.progress:
+            match progress:
+                case Text():
+                    yield {"data": writer.text(progress.text)}
+                case ClientToolCall():
+                    yield {"data": writer.tool_call(progress)}
+                case ToolCall() | ToolResult():
+                    pass  # the server's own tools never reach an OpenAI client as `tool_calls`
+                case Restarted():
+                    # The new answer cannot be spliced onto the old; it is stored in the conversation.
+                    yield {"data": _error_data(RESTARTED_MESSAGE, "run_restarted")}
+                    break
+                case Completed():
+                    yield {"data": writer.finish(progress.finish_reason)}
+                    if include_usage:
+                        yield {"data": writer.usage(progress.usage)}
+                case Failed() | Detached():
+                    if isinstance(progress, Detached):
+                        log.info("stream.detached", run_id=run.run_id, code=progress.code)
+                    yield {"data": _error_data(progress.message, progress.code)}
+                case _:
+                    assert_never(progress)
         yield {"data": "[DONE]"}
 
 

@@ -1,4 +1,4 @@
-"""What every agent engine promises the job runner."""
+"""What every agent runner promises the job: run the assistant for one turn, streaming as it goes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from domain.chat import ChatJob, ChatMessage, ToolCallSpec
+from domain.chat import ChatMessage, ToolCallSpec
 from domain.events import FinishReason, Usage
+from domain.run_request import ChatJob
 from workers.publisher import RunPublisher
 
 
@@ -23,7 +24,7 @@ class RunOutcome:
         return ChatMessage(role="assistant", content=self.text, tool_calls=list(self.client_tool_calls) or None)
 
 
-class Engine(Protocol):
+class AgentRunner(Protocol):
     async def run(self, job: ChatJob, history: Sequence[ChatMessage], publisher: RunPublisher) -> RunOutcome:
         """Run the agent over `history`, streaming through `publisher`, and say how it ended."""
         ...

@@ -1,7 +1,7 @@
 """ChatKit's server on Switchboard: a ChatKit turn is a run like any other, answered by a worker.
 
 `respond` does not run an agent here. It starts the run the way every surface does
-(`api.runs.start_run`, assistant `todo`) and turns the run's events into ChatKit stream events:
+(`api.relay.start.start_run`, assistant `todo`) and turns the run's events into ChatKit stream events:
 
 - the answer is one assistant message item, `{run_id}-out`: a content part, its text deltas, and
   when the run completes, the answer as the worker stored it;
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 
 import structlog
 from chatkit.errors import CustomStreamError
@@ -45,22 +45,25 @@ from chatkit.types import (
     UserMessageItem,
 )
 
-from api.chatkit_items import assistant_item, output_item_id, run_of_input, tool_item_id, tool_task, user_text
-from api.chatkit_store import ChatKitContext, ConversationStore
-from api.runs import RunRequest, StartedRun, start_run
-from api.todo_routes import TODO_ASSISTANT
-from domain import conversations, threads
-from domain.database import unavailable_on_connection_errors
-from domain.errors import RunTimeout, ServiceUnavailable, SwitchboardError
-from domain.events import (
-    ClientToolCallDelta,
-    RunCompleted,
-    RunFailed,
-    RunStarted,
-    TextDelta,
-    ToolCalled,
-    ToolReturned,
+from api.chatkit.items import assistant_item, output_item_id, run_of_input, tool_item_id, tool_task, user_text
+from api.chatkit.store import ChatKitContext, ConversationStore
+from api.relay.progress import (
+    RESTARTED_MESSAGE,
+    ClientToolCall,
+    Completed,
+    Detached,
+    Failed,
+    Restarted,
+    Text,
+    ToolCall,
+    ToolResult,
 )
+from api.relay.start import StartedRun, start_run
+from domain import conversations, threads
+from domain.assistants import TODO_ASSISTANT
+from domain.database import unavailable_on_connection_errors
+from domain.errors import ServiceUnavailable, SwitchboardError
+from domain.run_request import RunRequest
 
 log = structlog.get_logger("switchboard.api.chatkit")
 
@@ -68,6 +71,13 @@ log = structlog.get_logger("switchboard.api.chatkit")
 class SwitchboardChatKitServer(ChatKitServer[ChatKitContext]):
     def __init__(self) -> None:
         super().__init__(ConversationStore())
+
+    async def answer(self, body: bytes, context: ChatKitContext) -> bytes | AsyncIterator[bytes]:
+        """A ChatKit request's answer: JSON, or the Server-Sent Events of a stream."""
+        result = await self.process(body, context)
+        if isinstance(result, StreamingResult):
+            return _chunks(result)
+        return result.json
 
     def get_stream_options(self, thread: ThreadMetadata, context: ChatKitContext) -> StreamOptions:
         # Leaving a stream never stops its run, so there is nothing for a stop button to do.
@@ -123,51 +133,42 @@ class _Turn:
         self.text: list[str] = []
         self.calls: dict[str, tuple[str, dict[str, Any]]] = {}
 
-    @property
-    def shown(self) -> bool:
-        return self.answer_started or bool(self.calls)
-
     async def events(self) -> AsyncIterator[ThreadStreamEvent]:
-        try:
-            async for event in self.run.events:
-                if isinstance(event, RunStarted):
-                    if event.attempt > 1 and self.shown:
-                        yield _error("the run was interrupted and restarted; its answer will be stored")
-                        return
-                elif isinstance(event, TextDelta):
+        async for progress in self.run.progress:
+            match progress:
+                case Text():
                     for started in self._start_answer():
                         yield started
-                    self.text.append(event.text)
+                    self.text.append(progress.text)
                     yield ThreadItemUpdatedEvent(
                         item_id=self.answer_id,
-                        update=AssistantMessageContentPartTextDelta(content_index=0, delta=event.text),
+                        update=AssistantMessageContentPartTextDelta(content_index=0, delta=progress.text),
                     )
-                elif isinstance(event, ToolCalled):
-                    self.calls[event.call_id] = (event.tool, event.args)
-                    yield ThreadItemAddedEvent(item=self._tool_item(event.call_id, done=False))
-                elif isinstance(event, ToolReturned):
-                    self.calls.setdefault(event.call_id, (event.tool, {}))
+                case ToolCall():
+                    self.calls[progress.call_id] = (progress.tool, progress.args)
+                    yield ThreadItemAddedEvent(item=self._tool_item(progress.call_id, done=False))
+                case ToolResult():
+                    self.calls.setdefault(progress.call_id, (progress.tool, {}))
                     yield ThreadItemDoneEvent(
                         item=self._tool_item(
-                            event.call_id,
+                            progress.call_id,
                             done=True,
-                            result=event.result,
-                            error=str(event.result) if event.is_error else None,
+                            result=progress.result,
+                            error=str(progress.result) if progress.is_error else None,
                         )
                     )
-                elif isinstance(event, RunFailed):
-                    yield _error(event.message)
+                case ClientToolCall():
+                    pass  # the todo assistant offers no client tools
+                case Restarted():
+                    yield _error(RESTARTED_MESSAGE)
                     return
-                elif isinstance(event, RunCompleted):
+                case Completed():
                     async for finished in self._finish_answer():
                         yield finished
-                    return
-                else:
-                    assert isinstance(event, ClientToolCallDelta)
-        except RunTimeout as exc:
-            yield _error(exc.message)
-            return
-        yield _error("the server is shutting down; the answer will be stored")
+                case Failed() | Detached():
+                    yield _error(progress.message)
+                case _:
+                    assert_never(progress)
 
     def _start_answer(self) -> list[ThreadStreamEvent]:
         if self.answer_started:
@@ -231,17 +232,6 @@ def _error(message: str) -> ErrorEvent:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-_server = SwitchboardChatKitServer()
-
-
-async def process(body: bytes, context: ChatKitContext) -> bytes | AsyncIterator[bytes]:
-    """A ChatKit request's answer: JSON, or the Server-Sent Events of a stream."""
-    result = await _server.process(body, context)
-    if isinstance(result, StreamingResult):
-        return _chunks(result)
-    return result.json
 
 
 async def _chunks(result: StreamingResult) -> AsyncIterator[bytes]:

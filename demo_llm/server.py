@@ -3,7 +3,7 @@
 The agent reaches it through its normal OpenAI client code path over an in-process ASGI transport, so
 a newcomer gets a working system with no API key and nothing else to start. Replies are
 deterministic and say plainly that they come from the demo model. When a request offers the todo
-tools, `workers/demo_todo.py` decides which to call; otherwise it answers as before.
+tools, `demo_llm/todo_rules.py` decides which to call; otherwise it answers as before.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from workers import demo_todo
+from demo_llm import todo_rules as demo_todo
 
 DEMO_MODEL_NAME = "switchboard-demo"
 

@@ -65,10 +65,6 @@ class RunEventHub:
         # A channel of our own keeps the connection subscribed, so reading never stops for lack of one.
         self._home = f"{keys.PREFIX}api:{secrets.token_hex(8)}".encode()
 
-    @property
-    def open_streams(self) -> int:
-        return sum(len(subs) for subs in self._subscribers.values())
-
     async def start(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.subscribe(self._home)

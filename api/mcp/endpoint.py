@@ -18,11 +18,10 @@ from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
-from api.errors import error_response
 from api.state import AppState
-from domain.errors import AuthenticationFailed, ServiceUnavailable
+from domain.errors import ServiceUnavailable
 from domain.settings import Settings
-from domain.todo_server import HTTP_USER_STATE_KEY, create_todo_server
+from todo.server import HTTP_USER_STATE_KEY, create_todo_server
 
 MCP_PATH = "/mcp"
 ANY_HOST = "*"
@@ -68,15 +67,11 @@ class McpEndpoint:
                 self._manager = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Raised errors become responses in api/errors.py, like any route's: nothing has been sent yet.
         state: AppState = scope["state"]["app"]
-        try:
-            user_id = await state.authenticator.authenticate(_header(scope, b"authorization"))
-        except AuthenticationFailed as exc:
-            await error_response(exc)(scope, receive, send)
-            return
+        user_id = await state.authenticator.authenticate(_header(scope, b"authorization"))
         if self._manager is None:
-            await error_response(ServiceUnavailable("the MCP endpoint is not running"))(scope, receive, send)
-            return
+            raise ServiceUnavailable("the MCP endpoint is not running")
         # A fresh state for this request, with the authenticated user for the tools to read.
         scope = {**scope, "state": {**scope.get("state", {}), HTTP_USER_STATE_KEY: user_id}}
         await self._manager.handle_request(scope, receive, send)

@@ -1,4 +1,4 @@
-"""The todo assistant's web page: `/` and its assets under `/static/`, straight from `api/static/`.
+"""The todo assistant's web page: `/` and its assets under `/static/`, straight from `api/web/static/`.
 
 Plain files, no build step and nothing fetched from elsewhere at run time, so a fresh clone serves
 them. The page is public (it holds no data); every data call it makes carries the user's key.

@@ -7,43 +7,20 @@ enqueued, waking one worker.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 
-from api.relay import follow
+from api.relay.follow import follow
+from api.relay.progress import RunProgress
 from api.state import AppState
 from domain import runs
-from domain.chat import ChatJob, ChatMessage, ModelParams, ToolDefinition
 from domain.database import unavailable_on_connection_errors
 from domain.errors import Overloaded, ServiceUnavailable
-from domain.events import RunEvent
 from domain.job_codec import CHAT_JOB
-
-
-def new_run_id() -> str:
-    return "run_" + secrets.token_hex(12)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunRequest:
-    user_id: str
-    request_id: str
-    assistant: str
-    conversation_key: str | None
-    new_messages: Sequence[ChatMessage]
-    # True when the API made the key up just now, so there is nothing to look up.
-    new_conversation: bool = False
-    history: list[ChatMessage] | None = None
-    system_messages: Sequence[ChatMessage] = ()
-    tools: list[ToolDefinition] | None = None
-    tool_choice: str | dict[str, object] | None = None
-    params: ModelParams = field(default_factory=ModelParams)
-    # A surface that names the run's items before the run starts (ChatKit) picks the run id itself.
-    run_id: str | None = None
+from domain.run_request import RunRequest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +28,7 @@ class StartedRun:
     run_id: str
     conversation_id: int | None
     conversation_key: str | None
-    events: AsyncIterator[RunEvent]
+    progress: AsyncIterator[RunProgress]
 
 
 @asynccontextmanager
@@ -61,32 +38,12 @@ async def start_run(
     if not state.inflight.try_acquire():
         raise Overloaded("too many runs in progress; retry shortly")
     try:
-        run_id = request.run_id or new_run_id()
+        run_id = request.run_id
         async with state.hub.subscribe(run_id) as subscription:
             # The subscription is confirmed while the turn is written, not after.
             async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
-                accepted = await runs.accept(
-                    connection,
-                    run_id=run_id,
-                    user_id=request.user_id,
-                    assistant=request.assistant,
-                    request_id=request.request_id,
-                    conversation_key=request.conversation_key,
-                    new_conversation=request.new_conversation,
-                    new_messages=request.new_messages,
-                )
-            job = ChatJob(
-                run_id=run_id,
-                user_id=request.user_id,
-                assistant=request.assistant,
-                request_id=request.request_id,
-                conversation_id=accepted.conversation_id,
-                history=request.history,
-                system_messages=list(request.system_messages),
-                tools=request.tools,
-                tool_choice=request.tool_choice,
-                params=request.params,
-            )
+                accepted = await runs.accept(connection, request)
+            job = request.job(conversation_id=accepted.conversation_id)
             try:
                 await subscription.ready()
                 await state.enqueuer.enqueue(CHAT_JOB, job_id=run_id, payload=job.model_dump(mode="json"))
@@ -97,7 +54,7 @@ async def start_run(
                 run_id=run_id,
                 conversation_id=accepted.conversation_id,
                 conversation_key=accepted.conversation_key,
-                events=follow(
+                progress=follow(
                     subscription,
                     state.event_log,
                     # Past the run timeout the worker reports the failure itself; only a run that is
@@ -114,6 +71,12 @@ async def _mark_unqueued(state: AppState, run_id: str) -> None:
     """The turn is stored but no worker will ever see it: say so on the run, if the database lets us."""
     try:
         async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
-            await runs.fail(connection, run_id=run_id, attempt=0, error="service_unavailable: could not enqueue")
+            await runs.fail(
+                connection,
+                run_id=run_id,
+                attempt=0,
+                code="service_unavailable",
+                message="the run could not be handed to a worker",
+            )
     except ServiceUnavailable:
         pass

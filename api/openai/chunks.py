@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from domain.events import ClientToolCallDelta, FinishReason, Usage
+from api.relay.progress import ClientToolCall
+from domain.events import FinishReason, Usage
 
 
 def usage_body(usage: Usage) -> dict[str, int]:
@@ -38,7 +39,7 @@ class ChunkWriter:
     def text(self, text: str) -> str:
         return self._chunk({"content": text})
 
-    def tool_call(self, event: ClientToolCallDelta) -> str:
+    def tool_call(self, event: ClientToolCall) -> str:
         call: dict[str, Any] = {"index": event.index}
         if event.call_id is not None:
             call["id"] = event.call_id

@@ -5,7 +5,7 @@ that never existed (`NotFound`). There is no second copy of the history:
 
 - a thread is a conversation, its id the conversation's key, its title the conversation's title;
 - a user message item is a row of `messages`, written once under its item id `{run_id}-in0` (see
-  `api/chatkit_items.py`); the run that answers it is started with no new messages of its own;
+  `api/chatkit/items.py`); the run that answers it is started with no new messages of its own;
 - an assistant message item is the worker's `{run_id}-out` row. ChatKit saves it again when its
   stream ends; that write only ever inserts a row the worker did not (a succeeded run's answer the
   worker had nowhere to store) and never races the worker: it waits until the run has succeeded;
@@ -35,7 +35,7 @@ from chatkit.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.chatkit_items import (
+from api.chatkit.items import (
     input_item_id,
     item_of,
     run_of_input,
@@ -43,13 +43,13 @@ from api.chatkit_items import (
     tool_of,
     user_text,
 )
-from api.runs import new_run_id
 from api.state import AppState
 from domain import conversations, runs, threads
 from domain.conversations import ConversationView
 from domain.database import unavailable_on_connection_errors
 from domain.errors import InvalidRequest, NotFound
 from domain.pagination import MAX_LIMIT
+from domain.run_request import new_run_id
 
 log = structlog.get_logger("switchboard.api.chatkit")
 

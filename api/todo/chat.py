@@ -1,0 +1,170 @@
+"""`POST /api/{user_id}/chat`: one turn with the todo assistant, answered as JSON or as Server-Sent Events.
+
+The user comes from the credentials; `{user_id}` in the path must name the caller (403 otherwise),
+and another user's conversation is exactly as missing as one that never existed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, assert_never
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.body import read_json, validate
+from api.relay.progress import (
+    RESTARTED_MESSAGE,
+    ClientToolCall,
+    Completed,
+    Detached,
+    Failed,
+    Restarted,
+    Text,
+    ToolCall,
+    ToolResult,
+)
+from api.relay.sse import event_stream
+from api.relay.start import StartedRun, start_run
+from api.todo.caller import caller
+from domain import conversations
+from domain.assistants import TODO_ASSISTANT, TODO_MAX_MESSAGE_CHARS
+from domain.chat import ChatMessage
+from domain.database import unavailable_on_connection_errors
+from domain.errors import NotFound, RunFailure, ServiceUnavailable, Unprocessable
+from domain.run_request import RunRequest
+
+
+class TodoChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    conversation_id: Annotated[str, Field(min_length=1, max_length=255)] | StrictInt | None = None
+    message: Annotated[str, Field(min_length=1, max_length=TODO_MAX_MESSAGE_CHARS)]
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("message must not be blank")
+        return value
+
+
+async def chat(request: Request) -> Response:
+    state, user_id = await caller(request)
+    # This API answers any body it cannot use with 422, as its clients expect.
+    data = await read_json(request, max_bytes=state.settings.max_body_bytes, error=Unprocessable)
+    body = validate(TodoChatRequest, data, error=Unprocessable)
+    key = None if body.conversation_id is None else str(body.conversation_id)
+    if key is not None:
+        async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
+            if await conversations.get(connection, user_id=user_id, key=key) is None:
+                raise NotFound(f"conversation '{key}' not found", param="conversation_id")
+    run_request = RunRequest(
+        user_id=user_id,
+        request_id=request.state.request_id,
+        assistant=TODO_ASSISTANT,
+        conversation_key=key or conversations.new_conversation_key(),
+        new_conversation=key is None,
+        new_messages=[ChatMessage(role="user", content=body.message)],
+    )
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        async with start_run(state, run_request) as run:
+            return JSONResponse(await _collect(run))
+
+    shutdown = anyio.Event()
+    stack = contextlib.AsyncExitStack()
+    async with stack:
+        run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown))
+        stream = _stream(run, stack.pop_all())
+    return event_stream(
+        stream, settings=state.settings, shutdown=shutdown, headers={"X-Conversation-ID": run.conversation_key or ""}
+    )
+
+
+class _Reply:
+    """The JSON answer, built up from what the run shows."""
+
+    def __init__(self, run: StartedRun) -> None:
+        self.conversation_id = run.conversation_key
+        self.text: list[str] = []
+        self.calls: dict[str, dict[str, Any]] = {}
+
+    def add(self, progress: Text | ToolCall | ToolResult) -> None:
+        match progress:
+            case Text():
+                self.text.append(progress.text)
+            case ToolCall():
+                self.calls[progress.call_id] = {"tool": progress.tool, "args": progress.args, "result": None}
+            case ToolResult():
+                call = self.calls.setdefault(progress.call_id, {"tool": progress.tool, "args": {}})
+                call["result"] = progress.result
+            case _:
+                assert_never(progress)
+
+    def restart(self) -> None:
+        self.text.clear()
+        self.calls.clear()
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "response": "".join(self.text),
+            "tool_calls": list(self.calls.values()),
+        }
+
+
+async def _collect(run: StartedRun) -> dict[str, Any]:
+    reply = _Reply(run)
+    async for progress in run.progress:
+        match progress:
+            case Text() | ToolCall() | ToolResult():
+                reply.add(progress)
+            case ClientToolCall():
+                pass  # the todo assistant offers no client tools
+            case Restarted():
+                reply.restart()
+            case Completed():
+                return reply.body()
+            case Failed():
+                raise RunFailure(progress.message, code=progress.code)
+            case Detached():
+                raise ServiceUnavailable(progress.message, code=progress.code)
+            case _:
+                assert_never(progress)
+    raise AssertionError("follow() always ends with Completed, Failed or Detached")
+
+
+def _sse(event: str, data: Any) -> dict[str, str]:
+    return {"event": event, "data": json.dumps(data)}
+
+
+async def _stream(run: StartedRun, cleanup: contextlib.AsyncExitStack) -> AsyncIterator[dict[str, str]]:
+    """Events `delta`, `tool_call`, `tool_result`, then `done` with the whole reply, or `error`."""
+    reply = _Reply(run)
+    async with cleanup:
+        async for progress in run.progress:
+            match progress:
+                case Text():
+                    reply.add(progress)
+                    yield _sse("delta", {"text": progress.text})
+                case ToolCall():
+                    reply.add(progress)
+                    yield _sse("tool_call", {"tool": progress.tool, "args": progress.args})
+                case ToolResult():
+                    reply.add(progress)
+                    yield _sse("tool_result", {"tool": progress.tool, "result": progress.result})
+                case ClientToolCall():
+                    pass  # the todo assistant offers no client tools
+                case Restarted():
+                    yield _sse("error", {"message": RESTARTED_MESSAGE, "code": "run_restarted"})
+                    return
+                case Completed():
+                    yield _sse("done", reply.body())
+                case Failed() | Detached():
+                    yield _sse("error", {"message": progress.message, "code": progress.code})
+                case _:
+                    assert_never(progress)
