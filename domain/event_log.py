@@ -38,14 +38,6 @@ class EventLog:
         self._ttl_s = ttl_s
         self._script = redis.register_script(_PUBLISH_SCRIPT)
 
-    async def publish(self, event: RunEvent) -> int:
-        run_id = event.run_id
-        seq = await self._script(
-            keys=[keys.run_seq(run_id), keys.run_log(run_id), keys.run_channel(run_id)],
-            args=[encode_event(event), self._max_events, self._ttl_s],
-        )
-        return int(seq)
-
     async def publish_many(self, events: list[RunEvent]) -> None:
         """Publish in order, in one round trip.
 

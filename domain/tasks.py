@@ -158,14 +158,6 @@ async def list_tasks(
     return [_view(row) for row in (await connection.execute(query)).all()]
 
 
-async def get_task(connection: AsyncConnection, *, user_id: str, number: int) -> TaskView:
-    result = await connection.execute(select(*_COLUMNS).where(Task.user_id == user_id, Task.number == number))
-    row = result.one_or_none()
-    if row is None:
-        raise _not_found(number)
-    return _view(row)
-
-
 async def complete_task(connection: AsyncConnection, *, user_id: str, number: int) -> TaskView:
     """Mark the task done. Completing a completed task is not an error: it is already what was asked."""
     return await update_task(connection, user_id=user_id, number=number, completed=True)

@@ -40,7 +40,6 @@ HTTP_USER_STATE_KEY = "switchboard_mcp_user_id"
 # `_meta` key by which a worker run's MCP client names the model's call id, so the record and the
 # run's events agree on it.
 CALL_ID_META_KEY = "switchboard/call_id"
-TOOL_NAMES = ("add_task", "list_tasks", "complete_task", "delete_task", "update_task")
 
 INSTRUCTIONS = (
     "Manages the caller's own todo list. Tasks are identified by their number (task_id), which is the "
