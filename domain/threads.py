@@ -23,6 +23,7 @@ from domain.conversations import ConversationView
 from domain.database import conflict_insert
 from domain.models import Conversation, Message, ToolCall, utcnow
 from domain.runs import storable_text
+from domain.tool_calls import recorded_call_id
 
 # (anchor message id, 0 for a message or 1 for a tool call, the tool call's ordinal)
 Position = tuple[int, int, int]
@@ -56,11 +57,6 @@ class ToolCallEntry:
 
 
 Entry = MessageEntry | ToolCallEntry
-
-
-def recorded_call_id(run_id: str, call_id: str | None, ordinal: int) -> str:
-    """The name a recorded call goes by; the same rule as the worker's when it replays a run's calls."""
-    return call_id or f"call_{run_id.removeprefix('run_')}_{ordinal}"
 
 
 # ------------------------------------------------------------------ threads

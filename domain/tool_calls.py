@@ -37,6 +37,12 @@ class RecordedCall:
     is_error: bool
 
 
+def recorded_call_id(run_id: str, call_id: str | None, ordinal: int) -> str:
+    """The id a recorded call goes by: the model's own, or a stable one made from the run and the call's
+    position. The worker names replayed calls by it and the thread view shows calls by it, so both agree."""
+    return call_id or f"call_{run_id.removeprefix('run_')}_{ordinal}"
+
+
 _COLUMNS = (
     ToolCall.ordinal,
     ToolCall.call_id,

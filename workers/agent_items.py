@@ -9,13 +9,8 @@ from typing import Any
 from agents import TResponseInputItem
 
 from domain.chat import ChatMessage
-from domain.tool_calls import RecordedCall
+from domain.tool_calls import RecordedCall, recorded_call_id
 from todo.server import result_text
-
-
-def recorded_call_id(run_id: str, call: RecordedCall) -> str:
-    """The call id a recorded call goes by: the model's own, or a stable one made from its position."""
-    return call.call_id or f"call_{run_id.removeprefix('run_')}_{call.ordinal}"
 
 
 def to_input_items(messages: Sequence[ChatMessage]) -> list[TResponseInputItem]:
@@ -48,7 +43,7 @@ def recorded_items(run_id: str, calls: Sequence[RecordedCall]) -> list[TResponse
     """An earlier attempt's calls and their results, exactly as the model saw them then."""
     items: list[Any] = []
     for call in calls:
-        call_id = recorded_call_id(run_id, call)
+        call_id = recorded_call_id(run_id, call.call_id, call.ordinal)
         arguments = json.dumps(call.arguments)
         items.append({"type": "function_call", "call_id": call_id, "name": call.tool_name, "arguments": arguments})
         items.append({"type": "function_call_output", "call_id": call_id, "output": result_text(call)})

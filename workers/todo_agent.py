@@ -28,9 +28,9 @@ from domain import tool_calls
 from domain.chat import ChatMessage
 from domain.events import ToolCalled, ToolReturned, Usage
 from domain.run_request import ChatJob
-from domain.tool_calls import RecordedCall
+from domain.tool_calls import RecordedCall, recorded_call_id
 from todo.server import CallOrdinals, RunBinding, TodoScope, recorded_result
-from workers.agent_items import recorded_call_id, recorded_items, to_input_items
+from workers.agent_items import recorded_items, to_input_items
 from workers.agent_runner import RunOutcome
 from workers.provider_errors import provider_errors
 from workers.publisher import RunPublisher
@@ -127,7 +127,7 @@ class TodoAgentRunner:
 async def _announce(run_id: str, calls: Sequence[RecordedCall], publisher: RunPublisher) -> None:
     """A resumed attempt says again which calls the run has made, so its events tell the whole story."""
     for call in calls:
-        call_id = recorded_call_id(run_id, call)
+        call_id = recorded_call_id(run_id, call.call_id, call.ordinal)
         await publisher.emit(
             ToolCalled(
                 run_id=publisher.run_id,
