@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import operator
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy import Row, and_, asc, desc, func, or_, select, update
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -85,6 +86,10 @@ async def recent_messages(
     return list(reversed(result.all()))
 
 
+# (updated_at, id): conversations are listed in this order, so it is also a listing's cursor.
+ConversationPosition = tuple[datetime, int]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ConversationView:
     id: int
@@ -93,35 +98,45 @@ class ConversationView:
     created_at: datetime
     updated_at: datetime
 
+    @property
+    def position(self) -> ConversationPosition:
+        """Where the conversation stands in a listing: its (updated_at, id)."""
+        return self.updated_at, self.id
+
+
+_COLUMNS = (Conversation.id, Conversation.key, Conversation.title, Conversation.created_at, Conversation.updated_at)
+
 
 async def get(connection: AsyncConnection, *, user_id: str, key: str) -> ConversationView | None:
     """The user's conversation named `key`; another user's is as missing as one that never was."""
-    result = await connection.execute(
-        select(
-            Conversation.id, Conversation.key, Conversation.title, Conversation.created_at, Conversation.updated_at
-        ).where(Conversation.user_id == user_id, Conversation.key == key)
-    )
+    result = await connection.execute(select(*_COLUMNS).where(Conversation.user_id == user_id, Conversation.key == key))
     row = result.one_or_none()
     return None if row is None else ConversationView(**row._asdict())
 
 
-async def list_recent(
-    connection: AsyncConnection, *, user_id: str, limit: int, before: tuple[datetime, int] | None = None
+async def list_page(
+    connection: AsyncConnection,
+    *,
+    user_id: str,
+    limit: int,
+    after: ConversationPosition | None = None,
+    descending: bool = True,
 ) -> list[ConversationView]:
-    """Newest first; `before` is the (updated_at, id) of the last one already seen."""
-    query = select(
-        Conversation.id, Conversation.key, Conversation.title, Conversation.created_at, Conversation.updated_at
-    ).where(Conversation.user_id == user_id)
-    if before is not None:
-        updated_at, conversation_id = before
+    """The user's conversations in (updated_at, id) order, newest first when `descending`, going on past
+    `after`, the position of the last one already seen."""
+    query = select(*_COLUMNS).where(Conversation.user_id == user_id)
+    if after is not None:
+        updated_at, conversation_id = after
+        past = operator.lt if descending else operator.gt
         query = query.where(
             or_(
-                Conversation.updated_at < updated_at,
-                and_(Conversation.updated_at == updated_at, Conversation.id < conversation_id),
+                past(Conversation.updated_at, updated_at),
+                and_(Conversation.updated_at == updated_at, past(Conversation.id, conversation_id)),
             )
         )
+    direction = desc if descending else asc
     result = await connection.execute(
-        query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit)
+        query.order_by(direction(Conversation.updated_at), direction(Conversation.id)).limit(limit)
     )
     return [ConversationView(**row._asdict()) for row in result]
 

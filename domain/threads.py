@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, false, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.conversations import ConversationView
 from domain.database import conflict_insert
 from domain.models import Conversation, Message, ToolCall, utcnow
 from domain.runs import storable_text
@@ -60,43 +59,6 @@ Entry = MessageEntry | ToolCallEntry
 
 
 # ------------------------------------------------------------------ threads
-
-
-_CONVERSATION_COLUMNS = (
-    Conversation.id,
-    Conversation.key,
-    Conversation.title,
-    Conversation.created_at,
-    Conversation.updated_at,
-)
-
-
-async def list_conversations(
-    connection: AsyncConnection, *, user_id: str, limit: int, after: ConversationView | None, descending: bool
-) -> list[ConversationView]:
-    """The user's conversations by (updated_at, id), after the one named `after` in that order."""
-    query = select(*_CONVERSATION_COLUMNS).where(Conversation.user_id == user_id)
-    if after is not None:
-        if descending:
-            query = query.where(
-                or_(
-                    Conversation.updated_at < after.updated_at,
-                    and_(Conversation.updated_at == after.updated_at, Conversation.id < after.id),
-                )
-            )
-        else:
-            query = query.where(
-                or_(
-                    Conversation.updated_at > after.updated_at,
-                    and_(Conversation.updated_at == after.updated_at, Conversation.id > after.id),
-                )
-            )
-    if descending:
-        query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
-    else:
-        query = query.order_by(Conversation.updated_at, Conversation.id)
-    result = await connection.execute(query.limit(limit))
-    return [ConversationView(**row._asdict()) for row in result]
 
 
 async def save_conversation(connection: AsyncConnection, *, user_id: str, key: str, title: str | None) -> None:

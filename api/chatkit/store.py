@@ -100,11 +100,11 @@ class ConversationStore(Store[ChatKitContext]):
                 cursor = await conversations.get(connection, user_id=context.user_id, key=after)
                 if cursor is None:
                     raise InvalidRequest(f"no thread '{after}' to list after", param="after")
-            found = await threads.list_conversations(
+            found = await conversations.list_page(
                 connection,
                 user_id=context.user_id,
                 limit=_bounded(limit) + 1,
-                after=cursor,
+                after=cursor.position if cursor else None,
                 descending=order != "asc",
             )
         page = found[: _bounded(limit)]

@@ -50,15 +50,15 @@ async def list_conversations(request: Request) -> Response:
     state, user_id = await caller(request)
     limit = parse_limit(request.query_params.get("limit"))
     cursor = request.query_params.get("cursor")
-    before = None
+    after = None
     if cursor:
         updated_at, conversation_id = decode_cursor(cursor, arity=2)
         try:
-            before = (datetime.fromisoformat(str(updated_at)), int(conversation_id))
+            after = (datetime.fromisoformat(str(updated_at)), int(conversation_id))
         except (TypeError, ValueError):
             raise InvalidRequest("cursor is not one this server gave out", param="cursor") from None
     async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
-        found = await conversations.list_recent(connection, user_id=user_id, limit=limit + 1, before=before)
+        found = await conversations.list_page(connection, user_id=user_id, limit=limit + 1, after=after)
     page = found[:limit]
     last = page[-1] if page else None
     return JSONResponse(
