@@ -14,10 +14,9 @@ from datetime import datetime
 from typing import Any, Literal, get_args
 
 from sqlalchemy import Row, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.database import conflict_insert
 from domain.errors import InvalidRequest, NotFound
 from domain.models import Task, TaskSequence, utcnow
 
@@ -106,9 +105,8 @@ def _not_found(number: int) -> NotFound:
 
 async def _next_number(connection: AsyncConnection, user_id: str) -> int:
     """The user's next task number. The upsert takes the row lock, so concurrent adds never share one."""
-    upsert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     statement = (
-        upsert(TaskSequence)
+        conflict_insert(connection, TaskSequence)
         .values(user_id=user_id, last_number=1)
         .on_conflict_do_update(index_elements=["user_id"], set_={"last_number": TaskSequence.last_number + 1})
         .returning(TaskSequence.last_number)
