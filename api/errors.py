@@ -45,6 +45,7 @@ RUN_FAILURE_STATUS: dict[RunFailureCode, tuple[int, str]] = {
     "provider_timeout": (504, "timeout_error"),
     "run_timeout": (504, "timeout_error"),
     "service_unavailable": (503, "service_unavailable_error"),
+    "worker_lost": (503, "service_unavailable_error"),
     "internal_error": (500, "server_error"),
 }
 SERVER_ERROR = (500, "server_error")

@@ -82,6 +82,7 @@ def create_app(llm_base_url: str, llm_model: str = "fake-model") -> Starlette:
             assistant=body.model,
             request_id=run_id,
             conversation_id=None,
+            attempt=1,
             history=body.messages,
             params=ModelParams(temperature=body.temperature, max_tokens=body.max_tokens),
         )

@@ -21,14 +21,12 @@ RunFailureCode = Literal[
     "provider_timeout",  # the model provider did not answer in time
     "run_timeout",  # the run went past SWITCHBOARD_RUN_TIMEOUT_S
     "service_unavailable",  # the turn was stored, but the job could not be handed to a worker
+    "worker_lost",  # every attempt's worker died (SWITCHBOARD_RUN_MAX_ATTEMPTS of them)
     "internal_error",  # a bug: the run crashed
 ]
-RUN_FAILURE_CODES: frozenset[RunFailureCode] = frozenset(
-    ("provider_error", "provider_timeout", "run_timeout", "service_unavailable", "internal_error")
-)
 
-# Why a stream ended before its run did. The run goes on, and its outcome is stored.
-StreamEndCode = Literal["server_shutdown", "run_restarted"]
+# Why a stream ended before its run did. The run goes on, or its outcome is stored.
+StreamEndCode = Literal["server_shutdown", "run_restarted", "stream_interrupted"]
 
 
 class SwitchboardError(Exception):

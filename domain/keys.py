@@ -7,6 +7,9 @@ PREFIX = "switchboard:"
 WAKE_LIST = PREFIX + "wake"
 WAKE_LIST_MAX = 1000
 QUEUE_NAME = PREFIX + "queue"
+# Live workers, scored by their last heartbeat (seconds since the epoch); older than this, one is gone.
+WORKERS = PREFIX + "workers"
+WORKER_STALE_S = 30.0
 
 
 def run_channel(run_id: str) -> str:

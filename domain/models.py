@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an `INTEGER PRIMARY KEY`; PostgreSQL gets a real bigint.
@@ -59,11 +71,40 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+UNFINISHED: tuple[RunStatus, ...] = ("queued", "running")
+FINISHED: tuple[RunStatus, ...] = ("succeeded", "failed", "cancelled")
+
+
 class Run(Base):
-    """One accepted request to an assistant, from enqueue to its final state."""
+    """One accepted request to an assistant, from enqueue to its final state; the truth about it.
+
+    Its state only moves forward (queued, running, then succeeded, failed or cancelled). Each claim by
+    a worker starts a new `attempt`, which fences every write that attempt makes, and holds a lease
+    until `lease_expires_at` that the worker renews; a run whose lease lapsed is given a new attempt.
+    `spec` is what its model is given beyond the stored history, so the run can be queued again
+    from here alone when Redis lost its job.
+    """
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_user_created", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_runs_user_created", "user_id", "created_at"),
+        UniqueConstraint("user_id", "idempotency_key", name="uq_runs_user_idempotency_key"),
+        # Only unfinished runs are in these, so the reconciler's scans and the per-user cap stay cheap
+        # however many runs have finished.
+        Index(
+            "ix_runs_unfinished_created",
+            "created_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
+        Index(
+            "ix_runs_unfinished_user",
+            "user_id",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(255))
@@ -74,11 +115,17 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    spec: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    # A digest of the request an idempotency key was first used with: the same key with another body is refused.
+    request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     # Why it failed: a `RunFailureCode`, and a message for people.
     error_code: Mapped[str | None] = mapped_column(String(32), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     usage: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 

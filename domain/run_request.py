@@ -1,14 +1,16 @@
-"""A turn to run, in one shape: what a surface asks for, what the database records, what a worker gets.
+"""A turn to run, in one shape: what a surface asks for, what the database records, what a worker runs.
 
-The fields a run is known by and what its model is given are declared once, in `RunSpec`. A surface
-fills in a `RunRequest` (the spec plus the conversation and the new turn to store); the API records
-it with `domain.runs.accept` and hands the workers a `ChatJob`, which is the spec plus the
-conversation's row id, derived from the request rather than declared again.
+What a run's model is given beyond the stored history is declared once, in `ModelInput`, and the
+fields a run is known by once, in `RunSpec`. A surface fills in a `RunRequest` (the spec plus the
+conversation and the new turn to store); `domain.runs.accept` records it, model input included, so
+the run can be queued again from the database alone; a worker rebuilds it as a `ChatJob` (the spec
+plus the conversation's row id) when it claims the run. Redis carries only the run id.
 """
 
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,14 +21,9 @@ def new_run_id() -> str:
     return "run_" + secrets.token_hex(12)
 
 
-class RunSpec(BaseModel):
+class ModelInput(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    # A surface that names the run's items before the run starts (ChatKit) picks the run id itself.
-    run_id: str = Field(default_factory=new_run_id)
-    user_id: str
-    assistant: str
-    request_id: str
     # When the client sent the whole conversation (Open WebUI does), it is the truth: the worker uses it
     # instead of the stored history. `None` means "use the stored window".
     history: list[ChatMessage] | None = None
@@ -35,6 +32,18 @@ class RunSpec(BaseModel):
     tools: list[ToolDefinition] | None = None
     tool_choice: ToolChoice | None = None
     params: ModelParams = Field(default_factory=ModelParams)
+
+    def stored_input(self) -> dict[str, Any]:
+        """The model input as the run's row keeps it: only what differs from the defaults."""
+        return self.model_dump(mode="json", include=set(ModelInput.model_fields), exclude_defaults=True)
+
+
+class RunSpec(ModelInput):
+    # A surface that names the run's items before the run starts (ChatKit) picks the run id itself.
+    run_id: str = Field(default_factory=new_run_id)
+    user_id: str
+    assistant: str
+    request_id: str
 
 
 class RunRequest(RunSpec):
@@ -45,11 +54,10 @@ class RunRequest(RunSpec):
     new_conversation: bool = False
     new_messages: list[ChatMessage] = Field(default_factory=list)
 
-    def job(self, *, conversation_id: int | None) -> ChatJob:
-        return ChatJob(conversation_id=conversation_id, **{name: getattr(self, name) for name in RunSpec.model_fields})
-
 
 class ChatJob(RunSpec):
-    """What the API hands a worker. The run row in the database is the durable record; this is the how."""
+    """What a worker runs: the spec, rebuilt from the run's row when the worker claims it."""
 
     conversation_id: int | None
+    # The claim's attempt: every write the worker makes for the run is fenced by it.
+    attempt: int

@@ -1,8 +1,9 @@
 """The life of a run in the database: accepted, claimed, finished or failed.
 
 Both ends of a run are single transactions. Acceptance writes the run and the user's turn together, so
-an accepted request is never lost; completion writes the answer and the final state together, and
-only while the run is not already finished, so a second execution of the same job writes nothing.
+an accepted request is never lost; completion writes the answer and the final state together. Every
+write a worker makes is fenced by the attempt its claim started: a worker whose attempt was
+superseded (it was thought dead and the run was given to another) writes nothing.
 
 These are Core statements on a plain connection rather than ORM units of work: they run on every
 request, and a session's bookkeeping would cost more CPU than the statements themselves.
@@ -10,21 +11,21 @@ request, and a session's bookkeeping would cost more CPU than the statements the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import ColumnElement, Row, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain import conversations
 from domain.chat import ChatMessage
 from domain.database import conflict_insert
 from domain.errors import RunFailureCode
-from domain.events import Usage
-from domain.models import Message, Run, utcnow
-from domain.run_request import RunRequest
-
-FINISHED = ("succeeded", "failed")
+from domain.events import RunCompleted, RunFailed, Usage
+from domain.models import UNFINISHED, Message, Run, utcnow
+from domain.run_request import ChatJob, RunRequest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,15 +33,6 @@ class AcceptedTurn:
     run_id: str
     conversation_id: int | None
     conversation_key: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClaimedRun:
-    """What a worker needs to know of the run it has just claimed."""
-
-    id: str
-    user_id: str
-    conversation_id: int | None
 
 
 def storable_text(text: str) -> str:
@@ -89,6 +81,7 @@ async def accept(connection: AsyncConnection, request: RunRequest) -> AcceptedTu
             status="queued",
             attempt=0,
             request_id=request.request_id,
+            spec=request.stored_input(),
             created_at=utcnow(),
         )
     )
@@ -111,51 +104,101 @@ async def accept(connection: AsyncConnection, request: RunRequest) -> AcceptedTu
 
 async def load(connection: AsyncConnection, run_id: str) -> Row[Any] | None:
     result = await connection.execute(
-        select(Run.id, Run.status, Run.error_code, Run.error, Run.usage).where(Run.id == run_id)
+        select(Run.id, Run.status, Run.attempt, Run.error_code, Run.error, Run.usage, Run.lease_expires_at).where(
+            Run.id == run_id
+        )
     )
     return result.one_or_none()
 
 
-async def claim(connection: AsyncConnection, *, run_id: str, attempt: int) -> ClaimedRun | None:
-    """Mark the run as running in this attempt; None when it is missing or already finished."""
+async def claim(connection: AsyncConnection, *, run_id: str, lease_s: float, max_attempts: int) -> ChatJob | None:
+    """Start the run's next attempt, holding its lease: None unless the run is queued, or running
+    under a lease that lapsed (its worker is gone), and has attempts left."""
+    now = utcnow()
     result = await connection.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status.not_in(FINISHED))
-        .values(status="running", attempt=attempt)
-        .returning(Run.user_id, Run.conversation_id)
+        .where(
+            Run.id == run_id,
+            Run.attempt < max_attempts,
+            or_(Run.status == "queued", and_(Run.status == "running", Run.lease_expires_at < now)),
+        )
+        .values(
+            status="running",
+            attempt=Run.attempt + 1,
+            started_at=func.coalesce(Run.started_at, now),
+            lease_expires_at=now + timedelta(seconds=lease_s),
+        )
+        .returning(Run.attempt, Run.user_id, Run.assistant, Run.request_id, Run.conversation_id, Run.spec)
     )
     row = result.one_or_none()
     if row is None:
         return None
-    return ClaimedRun(id=run_id, user_id=row.user_id, conversation_id=row.conversation_id)
+    return ChatJob(
+        run_id=run_id,
+        attempt=row.attempt,
+        user_id=row.user_id,
+        assistant=row.assistant,
+        request_id=row.request_id or "",
+        conversation_id=row.conversation_id,
+        **(row.spec or {}),
+    )
+
+
+def _current(run_id: str, attempt: int) -> ColumnElement[bool]:
+    """The fence: the run is running in this attempt, so a superseded attempt writes nothing."""
+    return and_(Run.id == run_id, Run.attempt == attempt, Run.status == "running")
+
+
+async def hold(connection: AsyncConnection, *, run_id: str, attempt: int, lease_s: float) -> bool:
+    """Check the attempt is still current, renewing its lease, in the caller's transaction.
+
+    Run first in a transaction whose other writes belong to the attempt (a tool call and its effect):
+    on PostgreSQL the row stays locked until commit, so no new attempt can start in between.
+    """
+    result = await connection.execute(
+        update(Run).where(_current(run_id, attempt)).values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+    )
+    return bool(result.rowcount)
+
+
+async def renew_leases(connection: AsyncConnection, *, attempts: Sequence[tuple[str, int]], lease_s: float) -> set[str]:
+    """Renew the leases of a worker's running attempts; the ids of those still current."""
+    if not attempts:
+        return set()
+    result = await connection.execute(
+        update(Run)
+        .where(tuple_(Run.id, Run.attempt).in_(attempts), Run.status == "running")
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        .returning(Run.id)
+    )
+    return {row.id for row in result}
 
 
 async def finish(
     connection: AsyncConnection,
     *,
-    run: ClaimedRun,
-    attempt: int,
+    job: ChatJob,
     reply: ChatMessage | None,
     usage: Usage,
 ) -> bool:
-    """Store the answer and close the run. Returns False, writing nothing, if it was already closed."""
+    """Store the answer and close the run. Returns False, writing nothing, unless the attempt is current."""
     result = await connection.execute(
         update(Run)
-        .where(Run.id == run.id, Run.status.not_in(FINISHED))
-        .values(status="succeeded", attempt=attempt, usage=usage.model_dump(), finished_at=utcnow())
+        .where(_current(job.run_id, job.attempt))
+        .values(status="succeeded", usage=usage.model_dump(), finished_at=utcnow(), lease_expires_at=None)
     )
     if not result.rowcount:
         return False
-    if run.conversation_id is not None and reply is not None:
+    if job.conversation_id is not None and reply is not None:
         # Write-once by item id: the ChatKit surface may save the same answer under the same id.
         await connection.execute(
             conflict_insert(connection, Message)
             .values(
                 **message_values(
-                    item_id=f"{run.id}-out",
-                    user_id=run.user_id,
-                    conversation_id=run.conversation_id,
-                    run_id=run.id,
+                    item_id=f"{job.run_id}-out",
+                    user_id=job.user_id,
+                    conversation_id=job.conversation_id,
+                    run_id=job.run_id,
                     message=reply,
                 )
             )
@@ -165,10 +208,11 @@ async def finish(
 
 
 async def fail(connection: AsyncConnection, *, run_id: str, attempt: int, code: RunFailureCode, message: str) -> bool:
+    """Close the run as failed, if it is still unfinished in `attempt` (0: it never started)."""
     result = await connection.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status.not_in(FINISHED))
-        .values(status="failed", attempt=attempt, error_code=code, error=message, finished_at=utcnow())
+        .where(Run.id == run_id, Run.attempt == attempt, Run.status.in_(UNFINISHED))
+        .values(status="failed", error_code=code, error=message, finished_at=utcnow(), lease_expires_at=None)
     )
     return bool(result.rowcount)
 
@@ -176,3 +220,14 @@ async def fail(connection: AsyncConnection, *, run_id: str, attempt: int, code: 
 def usage_of(run: Row[Any]) -> Usage:
     data: dict[str, Any] = run.usage or {}
     return Usage.model_validate(data)
+
+
+WORKER_LOST = "the run's worker was lost on every attempt"
+
+
+def outcome_event(run: Row[Any]) -> RunCompleted | RunFailed:
+    """How a finished run (a row from `load`) ended, as its terminal event, for listeners that missed it."""
+    if run.status == "succeeded":
+        return RunCompleted(run_id=run.id, attempt=run.attempt, usage=usage_of(run))
+    code: RunFailureCode = run.error_code or "internal_error"
+    return RunFailed(run_id=run.id, attempt=run.attempt, code=code, message=run.error or "the run failed")

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     run_timeout_s: float = Field(default=300.0, gt=0)
     # A running attempt renews its lease; one whose lease lapsed this long ago is lost and retried.
     run_lease_s: float = Field(default=15.0, gt=0)
+    # Attempts a run gets before it fails with `worker_lost`.
+    run_max_attempts: int = Field(default=3, ge=1)
+    # How long an open stream waits for Redis to come back before it catches up or gives up.
+    relay_reconnect_s: float = Field(default=10.0, ge=0)
+    # How often each worker's reconciler looks for runs to recover (one worker acts at a time).
+    reconcile_interval_s: float = Field(default=2.0, gt=0)
 
     # Operational knobs beyond the contract; the defaults suit one machine.
     max_inflight_runs: int = Field(default=1000, ge=1)

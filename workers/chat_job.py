@@ -7,19 +7,24 @@ about, or (when the worker is cancelled) arq retries it. Failures are logged her
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain import conversations, runs
 from domain.chat import ChatMessage, ToolCallSpec
-from domain.errors import RunFailure, RunFailureCode
+from domain.database import unavailable_on_connection_errors
+from domain.errors import RunFailure, ServiceUnavailable
 from domain.events import RunCompleted, RunFailed, RunStarted
+from domain.models import UNFINISHED, utcnow
 from domain.run_request import ChatJob
-from domain.runs import ClaimedRun
+from domain.runs import WORKER_LOST, outcome_event
 from workers.agent_runner import RunOutcome
 from workers.context import DEPS_KEY, WorkerDeps
 from workers.provider_errors import ProviderFailure, provider_errors
@@ -30,55 +35,63 @@ log = structlog.get_logger("switchboard.worker")
 
 async def run_chat(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
     deps: WorkerDeps = ctx[DEPS_KEY]
-    job = ChatJob.model_validate(payload)
-    attempt = int(ctx.get("job_try", 1))
-    structlog.contextvars.bind_contextvars(request_id=job.request_id, run_id=job.run_id, attempt=attempt)
+    run_id = str(payload["run_id"])
+    structlog.contextvars.bind_contextvars(run_id=run_id)
     try:
-        return await _run(deps, job, attempt)
+        return await _run(deps, run_id)
     finally:
         structlog.contextvars.clear_contextvars()
 
 
 @dataclass(frozen=True, kw_only=True)
 class _Claimed:
-    run: ClaimedRun
+    job: ChatJob
     history: list[ChatMessage]
 
 
-async def _run(deps: WorkerDeps, job: ChatJob, attempt: int) -> str:
-    claimed = await _claim(deps, job, attempt)
-    if not isinstance(claimed, _Claimed):
-        return await _not_ours(deps, job, claimed, attempt)
+async def _run(deps: WorkerDeps, run_id: str) -> str:
+    claimed = await _claim(deps, run_id)
+    if claimed is None:
+        return await _not_ours(deps, run_id)
+    job = claimed.job
+    structlog.contextvars.bind_contextvars(request_id=job.request_id, attempt=job.attempt)
     publisher = RunPublisher(
-        deps.events, run_id=job.run_id, attempt=attempt, coalesce_s=deps.settings.delta_coalesce_ms / 1000
+        deps.events, run_id=run_id, attempt=job.attempt, coalesce_s=deps.settings.delta_coalesce_ms / 1000
     )
-    # Announced while the model is being asked, not before it.
-    await publisher.emit(RunStarted(run_id=job.run_id, attempt=attempt))
-    log.info("run.started", assistant=job.assistant, history_messages=len(claimed.history))
+    deps.leases.hold(run_id, job.attempt)
     try:
-        outcome = await _run_agent(deps, job, claimed.history, publisher)
-    except RunFailure as exc:
-        return await _fail(deps, publisher, exc)
-    except asyncio.CancelledError:
-        log.warning("run.cancelled", note="arq retries it")
-        raise
-    except Exception as exc:
-        failure = RunFailure("the run failed unexpectedly", code="internal_error")
-        failure.__cause__ = exc
-        return await _fail(deps, publisher, failure)
-    return await _succeed(deps, publisher, claimed.run, outcome)
+        # Announced while the model is being asked, not before it.
+        await publisher.emit(RunStarted(run_id=run_id, attempt=job.attempt))
+        log.info("run.started", assistant=job.assistant, history_messages=len(claimed.history))
+        try:
+            outcome = await _run_agent(deps, job, claimed.history, publisher)
+        except RunFailure as exc:
+            return await _fail(deps, publisher, exc)
+        except asyncio.CancelledError:
+            log.warning("run.cancelled", note="another attempt takes it over once its lease lapses")
+            raise
+        except Exception as exc:
+            failure = RunFailure("the run failed unexpectedly", code="internal_error")
+            failure.__cause__ = exc
+            return await _fail(deps, publisher, failure)
+        return await _succeed(deps, publisher, job, outcome)
+    finally:
+        deps.leases.release(run_id)
 
 
-async def _claim(deps: WorkerDeps, job: ChatJob, attempt: int) -> _Claimed | Row[Any] | None:
-    """The run, now ours, with the history its model is given; or, if it is not ours to run, its row."""
+async def _claim(deps: WorkerDeps, run_id: str) -> _Claimed | None:
+    """The run's next attempt, now ours, with the history its model is given; None if not ours to run."""
+    settings = deps.settings
     async with deps.db_engine.begin() as connection:
-        run = await runs.claim(connection, run_id=job.run_id, attempt=attempt)
-        if run is None:
-            return await runs.load(connection, job.run_id)
+        job = await runs.claim(
+            connection, run_id=run_id, lease_s=settings.run_lease_s, max_attempts=settings.run_max_attempts
+        )
+        if job is None:
+            return None
         if job.history is not None:
-            return _Claimed(run=run, history=job.history)
-        window = await _stored_window(connection, run, deps.settings.history_window)
-        return _Claimed(run=run, history=job.system_messages + window)
+            return _Claimed(job=job, history=job.history)
+        window = await _stored_window(connection, job, settings.history_window)
+        return _Claimed(job=job, history=job.system_messages + window)
 
 
 async def _run_agent(deps: WorkerDeps, job: ChatJob, history: list[ChatMessage], publisher: RunPublisher) -> RunOutcome:
@@ -91,27 +104,40 @@ async def _run_agent(deps: WorkerDeps, job: ChatJob, history: list[ChatMessage],
         raise RunFailure(f"the run took longer than {timeout_s:g} s", code="run_timeout") from exc
 
 
-async def _not_ours(deps: WorkerDeps, job: ChatJob, finished: Row[Any] | None, attempt: int) -> str:
-    if finished is None:
-        log.warning("run.missing")
-        return "missing"
+async def _not_ours(deps: WorkerDeps, run_id: str) -> str:
+    """The run is finished, missing, carried by a live attempt elsewhere, or out of attempts."""
+    async with deps.db_engine.begin() as connection:
+        run = await runs.load(connection, run_id)
+        if run is None:
+            log.warning("run.missing")
+            return "missing"
+        if run.status in UNFINISHED and run.attempt >= deps.settings.run_max_attempts and _lapsed(run):
+            await runs.fail(connection, run_id=run_id, attempt=run.attempt, code="worker_lost", message=WORKER_LOST)
+            run = await runs.load(connection, run_id)
+            assert run is not None
+    if run.status in UNFINISHED:
+        log.info("run.held_elsewhere", attempt=run.attempt)
+        return "held"
     # A duplicate delivery of a finished run: say again how it ended, so a listener is not left hanging.
-    if finished.status == "succeeded":
-        event: RunCompleted | RunFailed = RunCompleted(
-            run_id=job.run_id, attempt=attempt, usage=runs.usage_of(finished)
-        )
-    else:
-        code: RunFailureCode = finished.error_code or "internal_error"
-        event = RunFailed(run_id=job.run_id, attempt=attempt, code=code, message=finished.error or "the run failed")
-    await deps.events.deliver(event)
+    await _announce_outcome(deps, run)
     return "duplicate"
 
 
-async def _stored_window(connection: AsyncConnection, run: ClaimedRun, window: int) -> list[ChatMessage]:
-    if run.conversation_id is None:
+def _lapsed(run: Row[Any]) -> bool:
+    return run.status == "queued" or run.lease_expires_at is None or run.lease_expires_at < utcnow()
+
+
+async def _announce_outcome(deps: WorkerDeps, run: Row[Any]) -> None:
+    event = outcome_event(run)
+    with contextlib.suppress(RedisError, OSError):
+        await deps.events.deliver(event)
+
+
+async def _stored_window(connection: AsyncConnection, job: ChatJob, window: int) -> list[ChatMessage]:
+    if job.conversation_id is None:
         return []
     rows = await conversations.recent_messages(
-        connection, user_id=run.user_id, conversation_id=run.conversation_id, limit=window, up_to_run=run.id
+        connection, user_id=job.user_id, conversation_id=job.conversation_id, limit=window, up_to_run=job.run_id
     )
     return [_as_chat_message(row) for row in rows]
 
@@ -121,35 +147,68 @@ def _as_chat_message(row: Row[Any]) -> ChatMessage:
     return ChatMessage(role=row.role, content=row.content, tool_calls=calls, tool_call_id=row.tool_call_id)
 
 
-async def _succeed(deps: WorkerDeps, publisher: RunPublisher, run: ClaimedRun, outcome: RunOutcome) -> str:
+async def _succeed(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outcome: RunOutcome) -> str:
     publisher.flush()
-    async with deps.db_engine.begin() as connection:
-        stored = await runs.finish(
-            connection, run=run, attempt=publisher.attempt, reply=outcome.as_message(), usage=outcome.usage
+
+    async def store(connection: AsyncConnection) -> bool:
+        return await runs.finish(connection, job=job, reply=outcome.as_message(), usage=outcome.usage)
+
+    stored = await _write_outcome(deps, store)
+    if stored:
+        await _publish_end(
+            publisher,
+            RunCompleted(
+                run_id=job.run_id, attempt=job.attempt, finish_reason=outcome.finish_reason, usage=outcome.usage
+            ),
         )
-    await publisher.finish(
-        RunCompleted(run_id=run.id, attempt=publisher.attempt, finish_reason=outcome.finish_reason, usage=outcome.usage)
-    )
     log.info("run.completed", finish_reason=outcome.finish_reason, stored=stored, **outcome.usage.model_dump())
-    return "completed"
+    return "completed" if stored else "superseded"
 
 
 async def _fail(deps: WorkerDeps, publisher: RunPublisher, failure: RunFailure) -> str:
-    details = (
-        {"provider_status": failure.status, "provider_body": failure.body}
-        if isinstance(failure, ProviderFailure)
-        else {}
-    )
+    details = {}
+    if isinstance(failure, ProviderFailure):
+        details = {"provider_status": failure.status, "provider_body": failure.body}
     if failure.code == "internal_error":
         log.error("run.crashed", error=failure.message, exc_info=failure.__cause__)
     else:
         log.warning("run.failed", code=failure.code, error=failure.message, cause=repr(failure.__cause__), **details)
     publisher.flush()
-    async with deps.db_engine.begin() as connection:
-        await runs.fail(
-            connection, run_id=publisher.run_id, attempt=publisher.attempt, code=failure.code, message=failure.message
+    run_id, attempt = publisher.run_id, publisher.attempt
+
+    async def store(connection: AsyncConnection) -> bool:
+        return await runs.fail(connection, run_id=run_id, attempt=attempt, code=failure.code, message=failure.message)
+
+    if await _write_outcome(deps, store):
+        await _publish_end(
+            publisher, RunFailed(run_id=run_id, attempt=attempt, code=failure.code, message=failure.message)
         )
-    await publisher.finish(
-        RunFailed(run_id=publisher.run_id, attempt=publisher.attempt, code=failure.code, message=failure.message)
-    )
     return "failed"
+
+
+async def _write_outcome(deps: WorkerDeps, store: Callable[[AsyncConnection], Awaitable[bool]]) -> bool:
+    """Write the run's outcome, retrying while the database is away, for as long as the run's time allows.
+
+    The outcome is kept in memory meanwhile. Should this worker die first, the run's lease lapses and
+    the reconciler gives it a new attempt. False when the attempt was superseded and nothing was written.
+    """
+    deadline = asyncio.get_running_loop().time() + deps.settings.run_timeout_s
+    delay_s = 0.2
+    while True:
+        try:
+            async with unavailable_on_connection_errors(), deps.db_engine.begin() as connection:
+                return await store(connection)
+        except ServiceUnavailable:
+            if asyncio.get_running_loop().time() + delay_s > deadline:
+                raise
+            log.warning("run.outcome_waits_for_database", retry_in_s=delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+
+
+async def _publish_end(publisher: RunPublisher, event: RunCompleted | RunFailed) -> None:
+    # The outcome is stored; a listener that misses this event finds it in the database.
+    try:
+        await publisher.finish(event)
+    except (RedisError, OSError) as exc:
+        log.warning("run.end_not_published", error=str(exc))

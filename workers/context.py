@@ -13,6 +13,7 @@ from domain.event_log import EventLog
 from domain.settings import Settings
 from workers.agent_runner import AgentRunner
 from workers.event_sink import EventSink
+from workers.leases import LeaseKeeper
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,8 +25,10 @@ class WorkerDeps:
     events: EventSink
     http_client: httpx2.AsyncClient
     runners: Mapping[str, AgentRunner]
+    leases: LeaseKeeper
 
     async def aclose(self) -> None:
+        await self.leases.aclose()
         await self.events.aclose()
         await self.http_client.aclose()
         await self.redis.aclose()

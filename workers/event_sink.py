@@ -26,6 +26,7 @@ class EventSink:
         self._pending: list[tuple[RunEvent, asyncio.Future[None] | None]] = []
         self._ready = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        self._lost = 0
 
     def start(self) -> None:
         self._sender = asyncio.create_task(self._send_forever(), name="event-sink")
@@ -63,13 +64,18 @@ class EventSink:
         try:
             await self._log.publish_many([event for event, _ in batch])
         except (RedisError, OSError) as exc:
-            # Lost events are not fatal to a run: its outcome is in the database, and a waiting client
-            # gives up after the relay's timeout. Whoever waits for delivery is told.
-            log.error("events.lost", count=len(batch), error=str(exc))
+            # Lost events are not fatal to a run: its outcome is in the database, where a waiting
+            # client's stream finds it. Whoever waits for delivery is told; the log says it once.
+            if self._lost == 0:
+                log.error("events.lost", error=str(exc), note="Redis is unreachable; counting until it is back")
+            self._lost += len(batch)
             for _, delivered in batch:
                 if delivered is not None and not delivered.done():
                     delivered.set_exception(exc)
             return
+        if self._lost:
+            log.info("events.delivered_again", lost=self._lost)
+            self._lost = 0
         for _, delivered in batch:
             if delivered is not None and not delivered.done():
                 delivered.set_result(None)

@@ -24,7 +24,9 @@ from workers.context import DEPS_KEY, WorkerDeps
 from workers.dispatch import WakeableWorker
 from workers.event_sink import EventSink
 from workers.general_agent import GeneralAgentRunner
+from workers.leases import LeaseKeeper
 from workers.llm import create_http_client, create_model, speaks_openai_chat
+from workers.reconciler import Reconciler
 from workers.todo_agent import TodoAgentRunner
 
 
@@ -43,32 +45,30 @@ def build_runners(settings: Settings, deps_http: Any, *, db_engine: AsyncEngine)
 
 
 def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> WakeableWorker:
+    reconciler: Reconciler | None = None
+
     async def on_startup(ctx: dict[str, Any]) -> None:
+        nonlocal reconciler
         # Agents SDK traces go to OpenAI's servers: only when the operator asked for them.
         agents.set_tracing_disabled(not settings.agents_tracing)
-        db_engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
-        redis = Redis.from_url(settings.redis_url)
-        http_client = create_http_client(settings)
-        event_log = EventLog(redis, max_events=settings.event_log_max, ttl_s=settings.event_log_ttl_s)
-        events = EventSink(event_log)
-        events.start()
-        ctx[DEPS_KEY] = WorkerDeps(
-            settings=settings,
-            db_engine=db_engine,
-            redis=redis,
-            event_log=event_log,
-            events=events,
-            http_client=http_client,
-            runners=build_runners(settings, http_client, db_engine=db_engine),
-        )
+        deps = _build_deps(settings)
+        ctx[DEPS_KEY] = deps
+        deps.events.start()
+        deps.leases.start()
+        # While the database is away the worker takes no work: it could not carry a run to its end.
+        worker.ready_to_claim = lambda: deps.leases.database_ok
+        reconciler = Reconciler(deps, ctx["redis"])
+        reconciler.start()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if reconciler is not None:
+            await reconciler.aclose()
         deps: WorkerDeps | None = ctx.get(DEPS_KEY)
         if deps is not None:
             await deps.aclose()
 
-    return WakeableWorker(
-        [func(run_chat, name=CHAT_JOB, max_tries=3)],
+    worker = WakeableWorker(
+        [func(run_chat, name=CHAT_JOB, max_tries=settings.run_max_attempts)],
         queue_name=keys.QUEUE_NAME,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         wake_redis_url=settings.redis_url,
@@ -86,4 +86,22 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         poll_delay=settings.worker_poll_delay_s,
         job_serializer=serialize_job,
         job_deserializer=deserialize_job,
+    )
+    return worker
+
+
+def _build_deps(settings: Settings) -> WorkerDeps:
+    db_engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    http_client = create_http_client(settings)
+    event_log = EventLog(redis, max_events=settings.event_log_max, ttl_s=settings.event_log_ttl_s)
+    return WorkerDeps(
+        settings=settings,
+        db_engine=db_engine,
+        redis=redis,
+        event_log=event_log,
+        events=EventSink(event_log),
+        http_client=http_client,
+        runners=build_runners(settings, http_client, db_engine=db_engine),
+        leases=LeaseKeeper(db_engine=db_engine, redis=redis, lease_s=settings.run_lease_s),
     )

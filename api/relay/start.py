@@ -43,10 +43,10 @@ async def start_run(
             # The subscription is confirmed while the turn is written, not after.
             async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
                 accepted = await runs.accept(connection, request)
-            job = request.job(conversation_id=accepted.conversation_id)
             try:
                 await subscription.ready()
-                await state.enqueuer.enqueue(CHAT_JOB, job_id=run_id, payload=job.model_dump(mode="json"))
+                # The job names the run; the worker reads everything else from the run's row.
+                await state.enqueuer.enqueue(CHAT_JOB, job_id=run_id, payload={"run_id": run_id})
             except Exception:
                 await _mark_unqueued(state, run_id)
                 raise

@@ -1,0 +1,115 @@
+"""Carrying every accepted run to an end, whatever failed: the reconciler.
+
+Every worker runs one; in each round one of them acts (it holds a PostgreSQL advisory lock for the
+round; on SQLite, one machine, every action is safe to repeat). A round:
+
+- fails runs older than the run timeout plus a grace with `run_timeout`, whatever carries them;
+- gives a running run whose lease lapsed (its worker is gone) a new attempt by queueing it again,
+  or fails it with `worker_lost` once it has had `SWITCHBOARD_RUN_MAX_ATTEMPTS`;
+- queues again a queued run whose job is not in Redis (Redis restarted empty, or an enqueue failed
+  after the turn was committed).
+
+A job's id is its run's id, so queueing again can never make a run run twice at once; and every
+write an attempt makes is fenced by its attempt number. Terminal events are published so that every
+listener ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from arq.constants import job_key_prefix
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain import keys, run_recovery, runs
+from domain.database import unavailable_on_connection_errors
+from domain.errors import RunFailureCode, ServiceUnavailable
+from domain.job_codec import CHAT_JOB
+from domain.run_recovery import Unfinished
+from workers.context import WorkerDeps
+
+log = structlog.get_logger("switchboard.worker.reconciler")
+
+# A queued run younger than this may still be on its way into Redis: the API commits, then enqueues.
+ENQUEUE_GRACE_S = 5.0
+# Any number that no other advisory lock of this database uses.
+ADVISORY_LOCK_KEY = 0x5B0A2D
+
+
+class Reconciler:
+    def __init__(self, deps: WorkerDeps, arq_redis: Any) -> None:
+        self._deps = deps
+        self._arq = arq_redis
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._reconcile_forever(), name="reconciler")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._deps.settings.reconcile_interval_s)
+            try:
+                await self.reconcile_once()
+            except (ServiceUnavailable, RedisError, OSError) as exc:
+                # The worker reports its dependencies' state; the next round tries again.
+                log.debug("reconciler.skipped", error=str(exc))
+
+    async def reconcile_once(self) -> None:
+        settings = self._deps.settings
+        async with unavailable_on_connection_errors(), self._deps.db_engine.begin() as connection:
+            if not await _take_turn(connection):
+                return
+            overdue = await run_recovery.overdue(connection, age_s=settings.run_timeout_s + settings.relay_grace_s)
+            for run in overdue:
+                message = f"the run did not finish within {settings.run_timeout_s:g} s"
+                await self._fail(connection, run, "run_timeout", message)
+            lapsed = await run_recovery.lapsed(connection)
+            exhausted = [run for run in lapsed if run.attempt >= settings.run_max_attempts]
+            for run in exhausted:
+                await self._fail(connection, run, "worker_lost", runs.WORKER_LOST)
+            retry = [run for run in lapsed if run.attempt < settings.run_max_attempts]
+            stale = await run_recovery.queued_before(connection, age_s=ENQUEUE_GRACE_S)
+        await self._requeue(retry, action="retried")
+        await self._requeue(await self._missing_jobs(stale), action="requeued")
+
+    async def _fail(self, connection: AsyncConnection, run: Unfinished, code: RunFailureCode, message: str) -> None:
+        if await runs.fail(connection, run_id=run.id, attempt=run.attempt, code=code, message=message):
+            log.warning("reconciler.failed_run", run_id=run.id, attempt=run.attempt, code=code)
+            row = await runs.load(connection, run.id)
+            if row is not None:
+                self._deps.events.send(runs.outcome_event(row))
+
+    async def _missing_jobs(self, runs_: list[Unfinished]) -> list[Unfinished]:
+        if not runs_:
+            return []
+        async with self._arq.pipeline(transaction=False) as pipe:
+            for run in runs_:
+                pipe.exists(job_key_prefix + run.id)
+            found = await pipe.execute()
+        return [run for run, exists in zip(runs_, found, strict=True) if not exists]
+
+    async def _requeue(self, runs_: list[Unfinished], *, action: str) -> None:
+        for run in runs_:
+            job = await self._arq.enqueue_job(CHAT_JOB, {"run_id": run.id}, _job_id=run.id, _queue_name=keys.QUEUE_NAME)
+            if job is not None:
+                await self._arq.rpush(keys.WAKE_LIST, run.id)
+                log.warning(f"reconciler.{action}_run", run_id=run.id, attempt=run.attempt, status=run.status)
+
+
+async def _take_turn(connection: AsyncConnection) -> bool:
+    """Whether this worker acts this round: it holds the advisory lock until its transaction ends."""
+    if connection.dialect.name != "postgresql":
+        return True
+    result = await connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    return bool(result.scalar())
