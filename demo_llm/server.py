@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,6 +23,7 @@ from starlette.routing import Route
 from demo_llm import todo_rules as demo_todo
 
 DEMO_MODEL_NAME = "switchboard-demo"
+COMPLETION_ID = "chatcmpl-demo"
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -58,81 +60,116 @@ def _count(text: str) -> int:
     return max(1, len(_tokens(text)))
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Reply:
+    """One answer of the demo model, ready to be sent whole or streamed."""
+
+    text: str
+    tool_calls: list[dict[str, Any]]
+    usage: dict[str, int]
+    created: int
+
+    @property
+    def finish_reason(self) -> str:
+        return "tool_calls" if self.tool_calls else "stop"
+
+
 async def chat_completions(request: Request) -> Response:
     body = await request.json()
+    reply = _reply(body)
+    if not body.get("stream"):
+        return JSONResponse(_completion(reply))
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return StreamingResponse(_stream(reply, include_usage=include_usage), media_type="text/event-stream")
+
+
+def _reply(body: dict[str, Any]) -> _Reply:
     messages: list[dict[str, Any]] = body.get("messages", [])
-    calls: list[demo_todo.ToolRequest] = []
+    step = _step(body, messages)
+    tool_calls = _tool_calls(step.calls, turn=len(messages))
+    return _Reply(
+        text=step.text,
+        tool_calls=tool_calls,
+        usage=_usage(messages, step.text, tool_calls),
+        created=int(time.time()),
+    )
+
+
+def _step(body: dict[str, Any], messages: list[dict[str, Any]]) -> demo_todo.Step:
+    """The todo rules decide when the request offers the todo tools; otherwise the answer is words."""
     if demo_todo.offers_todo_tools(body):
-        step = demo_todo.plan(messages)
-        reply, calls = step.text, step.calls
-    else:
-        reply = compose_reply(messages)
-    tool_calls: list[dict[str, Any]] = [
+        return demo_todo.plan(messages)
+    return demo_todo.Step(text=compose_reply(messages))
+
+
+def _tool_calls(calls: list[demo_todo.ToolRequest], *, turn: int) -> list[dict[str, Any]]:
+    """The calls in the wire's shape, their ids made from the turn and their position in it."""
+    return [
         {
-            "id": f"call_demo_{len(messages)}_{index}",
+            "id": f"call_demo_{turn}_{index}",
             "type": "function",
             "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
         }
         for index, call in enumerate(calls)
     ]
-    completion_tokens = sum(_count(call["function"]["arguments"]) for call in tool_calls) or _count(reply)
+
+
+def _usage(messages: list[dict[str, Any]], text: str, tool_calls: list[dict[str, Any]]) -> dict[str, int]:
+    """Tokens counted as words, each with the spaces after it: enough to show usage travels end to end."""
+    completion_tokens = sum(_count(call["function"]["arguments"]) for call in tool_calls) or _count(text)
     prompt_tokens = sum(_count(json.dumps(message.get("content", ""))) for message in messages)
-    usage = {
+    return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
-    finish_reason = "tool_calls" if tool_calls else "stop"
-    completion_id = "chatcmpl-demo"
-    created = int(time.time())
-    if not body.get("stream"):
-        message: dict[str, Any] = {"role": "assistant", "content": None if tool_calls else reply}
-        if tool_calls:
-            message["tool_calls"] = tool_calls
-        return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": DEMO_MODEL_NAME,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-                "usage": usage,
-            }
-        )
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        payload = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": DEMO_MODEL_NAME,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
-        return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
-    async def stream() -> AsyncIterator[bytes]:
-        if tool_calls:
-            yield chunk({"role": "assistant", "content": None})
-            for index, call in enumerate(tool_calls):
-                yield chunk({"tool_calls": [{"index": index, **call}]})
-        else:
-            yield chunk({"role": "assistant", "content": ""})
-            for token in _tokens(reply):
-                yield chunk({"content": token})
-        yield chunk({}, finish_reason)
-        if (body.get("stream_options") or {}).get("include_usage"):
-            final = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": DEMO_MODEL_NAME,
-                "choices": [],
-                "usage": usage,
-            }
-            yield b"data: " + json.dumps(final).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
+def _envelope(reply: _Reply, kind: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "id": COMPLETION_ID,
+        "object": kind,
+        "created": reply.created,
+        "model": DEMO_MODEL_NAME,
+        "choices": choices,
+        **extra,
+    }
 
-    return StreamingResponse(stream(), media_type="text/event-stream")
+
+def _completion(reply: _Reply) -> dict[str, Any]:
+    """The whole answer as one `chat.completion`."""
+    message: dict[str, Any] = {"role": "assistant", "content": None if reply.tool_calls else reply.text}
+    if reply.tool_calls:
+        message["tool_calls"] = reply.tool_calls
+    choice = {"index": 0, "message": message, "finish_reason": reply.finish_reason}
+    return _envelope(reply, "chat.completion", [choice], usage=reply.usage)
+
+
+def _deltas(reply: _Reply) -> Iterator[dict[str, Any]]:
+    """The assistant's message piece by piece: its tool calls one by one, or its text token by token."""
+    if reply.tool_calls:
+        yield {"role": "assistant", "content": None}
+        for index, call in enumerate(reply.tool_calls):
+            yield {"tool_calls": [{"index": index, **call}]}
+        return
+    yield {"role": "assistant", "content": ""}
+    for token in _tokens(reply.text):
+        yield {"content": token}
+
+
+def _chunk(reply: _Reply, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+    payload = _envelope(reply, "chat.completion.chunk", choices, **extra)
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+async def _stream(reply: _Reply, *, include_usage: bool) -> AsyncIterator[bytes]:
+    """The answer as server-sent `chat.completion.chunk`s, the usage last when asked for, then [DONE]."""
+    for delta in _deltas(reply):
+        yield _chunk(reply, [{"index": 0, "delta": delta, "finish_reason": None}])
+    yield _chunk(reply, [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}])
+    if include_usage:
+        yield _chunk(reply, [], usage=reply.usage)
+    yield b"data: [DONE]\n\n"
 
 
 def create_demo_app() -> Starlette:
