@@ -7,14 +7,24 @@ When the model calls a client-declared tool, the run ends there and the call goe
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import assert_never
 
-from pydantic_ai import Agent, AgentRunResultEvent, DeferredToolRequests
+from pydantic_ai import Agent, AgentRunResult, AgentRunResultEvent, DeferredToolRequests
 from pydantic_ai.messages import (
+    AgentStreamEvent,
+    CompactionPart,
+    FilePart,
+    NativeToolCallPart,
+    NativeToolReturnPart,
     PartDeltaEvent,
     PartStartEvent,
+    SpeechPart,
+    SpeechPartDelta,
     TextPart,
     TextPartDelta,
+    ThinkingPart,
+    ThinkingPartDelta,
     ToolCallPart,
     ToolCallPartDelta,
 )
@@ -35,10 +45,13 @@ INSTRUCTIONS = (
     "When the user offers tools, call one only when it helps answer the request."
 )
 
+# What a run ends with: the answer's text, or the client tool calls it stopped at.
+_AgentOutput = str | DeferredToolRequests
+
 
 class GeneralAgentRunner:
     def __init__(self, model: Model, *, pass_raw_openai_fields: bool) -> None:
-        self._agent: Agent[None, str | DeferredToolRequests] = Agent(
+        self._agent: Agent[None, _AgentOutput] = Agent(
             model,
             instructions=INSTRUCTIONS,
             output_type=[str, DeferredToolRequests],
@@ -47,69 +60,13 @@ class GeneralAgentRunner:
 
     async def run(self, job: ChatJob, history: Sequence[ChatMessage], publisher: RunPublisher) -> RunOutcome:
         toolsets = [ExternalToolset(_client_tools(job))] if job.tools and job.tool_choice != "none" else []
-        text_parts: list[str] = []
-        # Our own numbering of client tool calls, by the index of the response part that holds each.
-        call_index_by_part: dict[int, int] = {}
         async with self._agent.run_stream_events(
             message_history=to_model_messages(history),
             model_settings=self._model_settings(job),
             toolsets=toolsets,
             infer_name=False,
         ) as events:
-            async for event in events:
-                if isinstance(event, PartStartEvent):
-                    part = event.part
-                    if isinstance(part, TextPart):
-                        text_parts.append(part.content)
-                        await publisher.text(part.content)
-                    elif isinstance(part, ToolCallPart):
-                        index = call_index_by_part.setdefault(event.index, len(call_index_by_part))
-                        await publisher.emit(
-                            ClientToolCallDelta(
-                                run_id=publisher.run_id,
-                                attempt=publisher.attempt,
-                                index=index,
-                                call_id=part.tool_call_id,
-                                name=part.tool_name,
-                                arguments=_args_text(part.args),
-                            )
-                        )
-                elif isinstance(event, PartDeltaEvent):
-                    delta = event.delta
-                    if isinstance(delta, TextPartDelta):
-                        text_parts.append(delta.content_delta)
-                        await publisher.text(delta.content_delta)
-                    elif isinstance(delta, ToolCallPartDelta) and event.index in call_index_by_part:
-                        arguments = _args_text(delta.args_delta)
-                        if arguments:
-                            await publisher.emit(
-                                ClientToolCallDelta(
-                                    run_id=publisher.run_id,
-                                    attempt=publisher.attempt,
-                                    index=call_index_by_part[event.index],
-                                    arguments=arguments,
-                                )
-                            )
-                elif isinstance(event, AgentRunResultEvent):
-                    usage = event.result.usage
-                    run_usage = Usage(prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens)
-                    output = event.result.output
-                    if isinstance(output, DeferredToolRequests):
-                        calls = [
-                            ToolCallSpec(
-                                id=call.tool_call_id,
-                                function=FunctionCall(name=call.tool_name, arguments=call.args_as_json_str()),
-                            )
-                            for call in output.calls
-                        ]
-                        return RunOutcome(
-                            text="".join(text_parts),
-                            finish_reason="tool_calls",
-                            usage=run_usage,
-                            client_tool_calls=calls,
-                        )
-                    return RunOutcome(text="".join(text_parts) or output, usage=run_usage)
-        raise RuntimeError("the agent run ended without a result")
+            return await _RunTranslator(publisher).follow(events)
 
     def _model_settings(self, job: ChatJob) -> ModelSettings:
         params = job.params
@@ -129,6 +86,109 @@ class GeneralAgentRunner:
             # step ending in an external call it is exactly right, so pass it through to the provider.
             settings["extra_body"] = {"tool_choice": job.tool_choice}
         return settings
+
+
+class _RunTranslator:
+    """Follows one PydanticAI run: publishes its text and client tool calls as our events as they
+    stream, and turns its result into our outcome."""
+
+    def __init__(self, publisher: RunPublisher) -> None:
+        self._publisher = publisher
+        self._text_parts: list[str] = []
+        # Our own numbering of client tool calls, by the index of the response part that holds each.
+        self._call_index_by_part: dict[int, int] = {}
+
+    async def follow(self, events: AsyncIterator[AgentStreamEvent | AgentRunResultEvent[_AgentOutput]]) -> RunOutcome:
+        async for event in events:
+            match event:
+                case PartStartEvent():
+                    await self._part_started(event)
+                case PartDeltaEvent():
+                    await self._part_changed(event)
+                case AgentRunResultEvent():
+                    return self._outcome(event.result)
+                case _:
+                    # Part ends, final-result markers, tool handling and the rest add nothing to what
+                    # the parts themselves stream: the answer is in the parts and the result.
+                    pass
+        raise RuntimeError("the agent run ended without a result")
+
+    async def _part_started(self, event: PartStartEvent) -> None:
+        part = event.part
+        match part:
+            case TextPart():
+                await self._text(part.content)
+            case ToolCallPart():
+                index = self._call_index_by_part.setdefault(event.index, len(self._call_index_by_part))
+                await self._publisher.emit(
+                    ClientToolCallDelta(
+                        run_id=self._publisher.run_id,
+                        attempt=self._publisher.attempt,
+                        index=index,
+                        call_id=part.tool_call_id,
+                        name=part.tool_name,
+                        arguments=_args_text(part.args),
+                    )
+                )
+            case (
+                NativeToolCallPart()
+                | NativeToolReturnPart()
+                | ThinkingPart()
+                | CompactionPart()
+                | FilePart()
+                | SpeechPart()
+            ):
+                pass  # the provider's own tools, reasoning and media are not part of the answer
+            case _:
+                assert_never(part)
+
+    async def _part_changed(self, event: PartDeltaEvent) -> None:
+        delta = event.delta
+        match delta:
+            case TextPartDelta():
+                await self._text(delta.content_delta)
+            case ToolCallPartDelta():
+                await self._call_arguments(event.index, delta)
+            case ThinkingPartDelta() | SpeechPartDelta():
+                pass
+            case _:
+                assert_never(delta)
+
+    async def _text(self, text: str) -> None:
+        self._text_parts.append(text)
+        await self._publisher.text(text)
+
+    async def _call_arguments(self, part_index: int, delta: ToolCallPartDelta) -> None:
+        """More of a client tool call's arguments; a delta for a part that never started as a call
+        says nothing."""
+        index = self._call_index_by_part.get(part_index)
+        arguments = _args_text(delta.args_delta)
+        if index is None or not arguments:
+            return
+        await self._publisher.emit(
+            ClientToolCallDelta(
+                run_id=self._publisher.run_id, attempt=self._publisher.attempt, index=index, arguments=arguments
+            )
+        )
+
+    def _outcome(self, result: AgentRunResult[_AgentOutput]) -> RunOutcome:
+        usage = Usage(prompt_tokens=result.usage.input_tokens, completion_tokens=result.usage.output_tokens)
+        text = "".join(self._text_parts)
+        output = result.output
+        match output:
+            case DeferredToolRequests():
+                calls = [
+                    ToolCallSpec(
+                        id=call.tool_call_id,
+                        function=FunctionCall(name=call.tool_name, arguments=call.args_as_json_str()),
+                    )
+                    for call in output.calls
+                ]
+                return RunOutcome(text=text, finish_reason="tool_calls", usage=usage, client_tool_calls=calls)
+            case str():
+                return RunOutcome(text=text or output, usage=usage)
+            case _:
+                assert_never(output)
 
 
 def _client_tools(job: ChatJob) -> list[AgentToolDefinition]:
