@@ -30,12 +30,13 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain import tasks, tool_calls
+from domain import runs, tasks, tool_calls
 from domain.errors import InvalidRequest, NotFound
 
 log = structlog.get_logger("switchboard.todo")
 
 SERVER_NAME = "switchboard-todo"
+SUPERSEDED = "this attempt of the run was superseded by another; nothing was done"
 HTTP_USER_STATE_KEY = "switchboard_mcp_user_id"
 # `_meta` key by which a worker run's MCP client names the model's call id, so the record and the
 # run's events agree on it.
@@ -84,6 +85,9 @@ class RunBinding:
     user_id: str
     run_id: str
     conversation_id: int | None
+    # The attempt this session belongs to, and its lease: every call is fenced by the attempt.
+    attempt: int
+    lease_s: float
     ordinals: CallOrdinals = field(default_factory=CallOrdinals)
 
 
@@ -178,6 +182,11 @@ async def _invoke_in_run(
     call_id = _call_id(ctx)
     ordinal = run.ordinals.assign(call_id)
     async with db_engine.begin() as connection:
+        # First, and in the call's own transaction: an attempt that was superseded (its worker was
+        # thought dead) does nothing, and on PostgreSQL no new attempt can start until this commits.
+        if not await runs.hold(connection, run_id=run.run_id, attempt=run.attempt, lease_s=run.lease_s):
+            log.warning("tool.superseded", run_id=run.run_id, attempt=run.attempt, tool=tool_name)
+            return error_result(SUPERSEDED)
         record_id = await tool_calls.claim(
             connection,
             user_id=run.user_id,

@@ -36,6 +36,7 @@ def build_runners(settings: Settings, deps_http: Any, *, db_engine: AsyncEngine)
         model=create_agents_model(settings, deps_http),
         todo_server=create_todo_server(db_engine=db_engine),
         db_engine=db_engine,
+        lease_s=settings.run_lease_s,
     )
     model = create_model(settings, deps_http)
     return {

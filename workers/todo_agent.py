@@ -73,7 +73,10 @@ class _PlanCallPositions(RunHooks[Any]):
 
 
 class TodoAgentRunner:
-    def __init__(self, *, model: Model, todo_server: MCPServer[TodoScope], db_engine: AsyncEngine) -> None:
+    def __init__(
+        self, *, model: Model, todo_server: MCPServer[TodoScope], db_engine: AsyncEngine, lease_s: float
+    ) -> None:
+        self._lease_s = lease_s
         self._model = model
         self._server = todo_server
         self._db_engine = db_engine
@@ -86,6 +89,8 @@ class TodoAgentRunner:
             user_id=job.user_id,
             run_id=job.run_id,
             conversation_id=job.conversation_id,
+            attempt=job.attempt,
+            lease_s=self._lease_s,
             ordinals=CallOrdinals(first=max((call.ordinal for call in earlier), default=0) + 1),
         )
         items = to_input_items(history) + recorded_items(job.run_id, earlier)
