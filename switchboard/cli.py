@@ -1,4 +1,4 @@
-"""`switchboard api | worker | migrate | dev`.
+"""`switchboard api | worker | migrate | healthcheck | dev`.
 
 Misconfiguration ends the command with one line naming the setting, never a traceback.
 """
@@ -28,6 +28,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     api.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
     commands.add_parser("worker", help="run a worker that executes chat runs")
     commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    check = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if this host's API (GET /healthz) or worker (a fresh heartbeat in Redis) is healthy",
+    )
+    check.add_argument("role", choices=["api", "worker"])
+    check.add_argument("--port", type=int, default=8000, help="the API's port (default: 8000)")
     dev = commands.add_parser("dev", help="run everything on this machine: API, one worker, demo model")
     dev.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     dev.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
@@ -44,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             run_api(settings, host=args.host, port=args.port)
         elif args.command == "worker":
             run_worker(settings)
+        elif args.command == "healthcheck":
+            from switchboard.healthcheck import api_healthy, worker_healthy
+
+            sys.exit(0 if (api_healthy(port=args.port) if args.role == "api" else worker_healthy(settings)) else 1)
         else:
             run_migrate(settings)
     except ConfigurationError as exc:
