@@ -50,9 +50,15 @@ class _Claimed:
 
 
 async def _run(deps: WorkerDeps, run_id: str) -> str:
-    claimed = await _claim(deps, run_id)
-    if claimed is None:
-        return await _not_ours(deps, run_id)
+    try:
+        claimed = await _claim(deps, run_id)
+        if claimed is None:
+            return await _not_ours(deps, run_id)
+    except ServiceUnavailable:
+        # Nothing was started; the run stays queued and the reconciler queues it again once the
+        # database is back. One line, not a traceback: the worker reports the outage itself.
+        log.warning("run.not_claimed", reason="the database is unreachable")
+        return "deferred"
     job = claimed.job
     structlog.contextvars.bind_contextvars(request_id=job.request_id, attempt=job.attempt)
     publisher = RunPublisher(
@@ -82,7 +88,7 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
 async def _claim(deps: WorkerDeps, run_id: str) -> _Claimed | None:
     """The run's next attempt, now ours, with the history its model is given; None if not ours to run."""
     settings = deps.settings
-    async with deps.db_engine.begin() as connection:
+    async with unavailable_on_connection_errors(), deps.db_engine.begin() as connection:
         job = await runs.claim(
             connection, run_id=run_id, lease_s=settings.run_lease_s, max_attempts=settings.run_max_attempts
         )
@@ -106,7 +112,7 @@ async def _run_agent(deps: WorkerDeps, job: ChatJob, history: list[ChatMessage],
 
 async def _not_ours(deps: WorkerDeps, run_id: str) -> str:
     """The run is finished, missing, carried by a live attempt elsewhere, or out of attempts."""
-    async with deps.db_engine.begin() as connection:
+    async with unavailable_on_connection_errors(), deps.db_engine.begin() as connection:
         run = await runs.load(connection, run_id)
         if run is None:
             log.warning("run.missing")
