@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain import conversations
-from domain.chat import ChatMessage
+from domain import admission, conversations
+from domain.chat import ChatMessage, ToolCallSpec
 from domain.database import conflict_insert
 from domain.errors import RunFailureCode
 from domain.events import RunCompleted, RunFailed, Usage
@@ -56,12 +56,39 @@ def message_values(
     }
 
 
-async def accept(connection: AsyncConnection, request: RunRequest) -> AcceptedTurn:
-    """Record the run and the new turn. A request without a conversation key is a turn that is not stored."""
+async def accept(
+    connection: AsyncConnection,
+    request: RunRequest,
+    *,
+    idempotency: admission.IdempotencyKey | None = None,
+    max_active_runs: int | None = None,
+    queue_full: bool = False,
+) -> AcceptedTurn:
+    """Record the run and the new turn. A request without a conversation key is a turn that is not stored.
+
+    With `idempotency`, a run this user started with the same key (and the same request) is the answer
+    instead, and nothing is written: its `run_id` is not the request's. Otherwise a full queue, or a
+    user with `max_active_runs` runs queued or running, is refused (`Overloaded`) before anything is
+    written. The cap is counted in this transaction, so requests racing each other may pass it together.
+    Should a concurrent request record a run under the same key first, `admission.KeyTaken` is raised:
+    roll back and accept again, which then finds that run.
+    """
     conversation_key = request.conversation_key
     new_messages = request.new_messages
     run_id = request.run_id
     user_id = request.user_id
+    if idempotency is not None:
+        earlier = await admission.earlier_run(connection, user_id=user_id, idempotency=idempotency)
+        if earlier is not None:
+            return AcceptedTurn(
+                run_id=earlier.run_id,
+                conversation_id=earlier.conversation_id,
+                conversation_key=earlier.conversation_key,
+            )
+    if queue_full:
+        raise admission.QueueFull()
+    if max_active_runs is not None:
+        await admission.check_active_runs(connection, user_id=user_id, limit=max_active_runs)
     conversation_id: int | None = None
     if conversation_key is not None:
         first_user = next((message.text for message in new_messages if message.role == "user"), "")
@@ -72,19 +99,28 @@ async def accept(connection: AsyncConnection, request: RunRequest) -> AcceptedTu
             known_new=request.new_conversation,
             title=conversations.title_from(first_user),
         )
-    await connection.execute(
-        insert(Run).values(
-            id=run_id,
-            user_id=user_id,
-            conversation_id=conversation_id,
-            assistant=request.assistant,
-            status="queued",
-            attempt=0,
-            request_id=request.request_id,
-            spec=request.stored_input(),
-            created_at=utcnow(),
+    run = {
+        "id": run_id,
+        "user_id": user_id,
+        "conversation_id": conversation_id,
+        "assistant": request.assistant,
+        "status": "queued",
+        "attempt": 0,
+        "request_id": request.request_id,
+        "spec": request.stored_input(),
+        "created_at": utcnow(),
+    }
+    if idempotency is None:
+        await connection.execute(insert(Run).values(**run))
+    else:
+        created = await connection.execute(
+            conflict_insert(connection, Run)
+            .values(**run, idempotency_key=idempotency.key, request_hash=idempotency.request_hash)
+            .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
+            .returning(Run.id)
         )
-    )
+        if created.scalar_one_or_none() is None:
+            raise admission.KeyTaken()
     if conversation_id is not None and new_messages:
         await connection.execute(
             insert(Message),
@@ -231,3 +267,39 @@ def outcome_event(run: Row[Any]) -> RunCompleted | RunFailed:
         return RunCompleted(run_id=run.id, attempt=run.attempt, usage=usage_of(run))
     code: RunFailureCode = run.error_code or "internal_error"
     return RunFailed(run_id=run.id, attempt=run.attempt, code=code, message=run.error or "the run failed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredOutcome:
+    """How a run stands in the database, with its stored answer once it has one."""
+
+    status: str
+    attempt: int
+    error_code: RunFailureCode | None
+    error: str | None
+    usage: Usage
+    # None when the run stores no answer (a turn outside any conversation) or has none yet.
+    answer: ChatMessage | None
+
+
+async def stored_outcome(connection: AsyncConnection, run_id: str) -> StoredOutcome | None:
+    run = await load(connection, run_id)
+    if run is None:
+        return None
+    answer = None
+    if run.status == "succeeded":
+        result = await connection.execute(
+            select(Message.content, Message.tool_calls).where(Message.item_id == f"{run_id}-out")
+        )
+        row = result.one_or_none()
+        if row is not None:
+            calls = [ToolCallSpec.model_validate(call) for call in row.tool_calls] if row.tool_calls else None
+            answer = ChatMessage(role="assistant", content=row.content, tool_calls=calls)
+    return StoredOutcome(
+        status=run.status,
+        attempt=run.attempt,
+        error_code=run.error_code,
+        error=run.error,
+        usage=usage_of(run),
+        answer=answer,
+    )

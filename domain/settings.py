@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     relay_reconnect_s: float = Field(default=10.0, ge=0)
     # How often each worker's reconciler looks for runs to recover (one worker acts at a time).
     reconcile_interval_s: float = Field(default=2.0, gt=0)
+    # Past this many runs in the queue, new runs get 429 (each API process counts at most every 0.5 s).
+    max_queued_runs: int = Field(default=10_000, ge=1)
+    # Runs one user may have queued or running at once; past that, 429, so that no one user starves the rest.
+    max_active_runs_per_user: int = Field(default=20, ge=1)
 
     # Operational knobs beyond the contract; the defaults suit one machine.
     max_inflight_runs: int = Field(default=1000, ge=1)
