@@ -17,6 +17,7 @@ from api.body import read_json, validate
 from api.errors import error_body
 from api.openai.chunks import ChunkWriter, usage_body
 from api.openai.schemas import ChatCompletionRequest
+from api.relay.admission import idempotency_key
 from api.relay.progress import (
     RESTARTED_MESSAGE,
     ClientToolCall,
@@ -47,28 +48,36 @@ BACKGROUND_TASK_PREFIX = "### Task:"
 async def chat_completions(request: Request) -> Response:
     state: AppState = request.state.app
     user_id = await state.authenticator.authenticate(request.headers.get("authorization"))
-    body = validate(ChatCompletionRequest, await read_json(request, max_bytes=state.settings.max_body_bytes))
+    data = await read_json(request, max_bytes=state.settings.max_body_bytes)
+    body = validate(ChatCompletionRequest, data)
     if body.model not in ASSISTANTS:
         raise NotFound(f"The model '{body.model}' does not exist", param="model", code="model_not_found")
     run_request = _run_request(request, body, user_id=user_id)
-    headers = {"X-Conversation-ID": run_request.conversation_key} if run_request.conversation_key else {}
+    # The conversation a header names is part of what is asked; one the API makes up is not.
+    idempotency = idempotency_key(request, data, conversation=_conversation_key(request))
+    started: StartedRun | None = None
 
     if not body.stream:
         try:
-            async with start_run(state, run_request) as run:
-                return JSONResponse(await _collect(run, body.model), headers=headers)
+            async with start_run(state, run_request, idempotency=idempotency) as started:
+                return JSONResponse(await _collect(started, body.model), headers=_conversation_header(started))
         except SwitchboardError as exc:
             # The turn may be stored even though the run failed: the client still learns its conversation.
-            exc.headers.update(headers)
+            exc.headers.update(_conversation_header(started or run_request))
             raise
 
     shutdown = anyio.Event()
     stack = contextlib.AsyncExitStack()
     async with stack:
-        run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown))
+        run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown, idempotency=idempotency))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = _stream(run, body.model, include_usage, stack.pop_all())
-    return event_stream(stream, settings=state.settings, shutdown=shutdown, headers=headers)
+    return event_stream(stream, settings=state.settings, shutdown=shutdown, headers=_conversation_header(run))
+
+
+def _conversation_header(run: StartedRun | RunRequest) -> dict[str, str]:
+    """`X-Conversation-ID`: the run's conversation (a replayed run's is the first request's), if it has one."""
+    return {"X-Conversation-ID": run.conversation_key} if run.conversation_key else {}
 
 
 def _run_request(request: Request, body: ChatCompletionRequest, *, user_id: str) -> RunRequest:

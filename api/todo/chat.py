@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.body import read_json, validate
+from api.relay.admission import idempotency_key
 from api.relay.progress import (
     RESTARTED_MESSAGE,
     ClientToolCall,
@@ -71,14 +72,15 @@ async def chat(request: Request) -> Response:
         new_conversation=key is None,
         new_messages=[ChatMessage(role="user", content=body.message)],
     )
+    idempotency = idempotency_key(request, data)
     if "text/event-stream" not in request.headers.get("accept", ""):
-        async with start_run(state, run_request) as run:
+        async with start_run(state, run_request, idempotency=idempotency) as run:
             return JSONResponse(await _collect(run))
 
     shutdown = anyio.Event()
     stack = contextlib.AsyncExitStack()
     async with stack:
-        run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown))
+        run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown, idempotency=idempotency))
         stream = _stream(run, stack.pop_all())
     return event_stream(
         stream, settings=state.settings, shutdown=shutdown, headers={"X-Conversation-ID": run.conversation_key or ""}
