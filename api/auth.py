@@ -79,10 +79,10 @@ class Authenticator:
                 issuer=self._issuer,
                 options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthenticationFailed("token expired") from None
-        except (jwt.InvalidTokenError, jwt.PyJWKClientError):
-            raise AuthenticationFailed("invalid token") from None
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthenticationFailed("token expired") from exc
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+            raise AuthenticationFailed("invalid token") from exc
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthenticationFailed("invalid token: no subject")

@@ -20,8 +20,8 @@ def decode_cursor(cursor: str, *, arity: int) -> list[Any]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         parts = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("cursor is not one this server gave out", param="cursor") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("cursor is not one this server gave out", param="cursor") from exc
     if not isinstance(parts, list) or len(parts) != arity:
         raise InvalidRequest("cursor is not one this server gave out", param="cursor")
     return parts

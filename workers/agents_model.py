@@ -47,10 +47,10 @@ def create_agents_model(settings: Settings, http_client: httpx2.AsyncClient) -> 
     try:
         # No key for `openai` means the client's own default, OPENAI_API_KEY, as for the general assistant.
         client = AsyncOpenAI(base_url=base_url, api_key=api_key, http_client=http_client)
-    except OpenAIError:
+    except OpenAIError as exc:
         raise ConfigurationError(
             f"SWITCHBOARD_LLM_API_KEY: required for provider {settings.llm_provider} "
             "(or set SWITCHBOARD_LLM_BASE_URL for a local OpenAI-compatible server)"
-        ) from None
+        ) from exc
     model_name = DEMO_MODEL_NAME if settings.llm_provider == "demo" else settings.llm_model or ""
     return OpenAIChatCompletionsModel(model=model_name, openai_client=client)

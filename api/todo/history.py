@@ -55,8 +55,8 @@ async def list_conversations(request: Request) -> Response:
         updated_at, conversation_id = decode_cursor(cursor, arity=2)
         try:
             after = (datetime.fromisoformat(str(updated_at)), int(conversation_id))
-        except (TypeError, ValueError):
-            raise InvalidRequest("cursor is not one this server gave out", param="cursor") from None
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest("cursor is not one this server gave out", param="cursor") from exc
     async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
         found = await conversations.list_page(connection, user_id=user_id, limit=limit + 1, after=after)
     page = found[:limit]
