@@ -49,6 +49,7 @@ RUN_FAILURE_STATUS: dict[RunFailureCode, tuple[int, str]] = {
     "internal_error": (500, "server_error"),
 }
 SERVER_ERROR = (500, "server_error")
+DEFAULT_RETRY_AFTER_S = "5"
 
 
 def error_body(message: str, *, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
@@ -63,8 +64,12 @@ def status_of(exc: SwitchboardError) -> tuple[int, str]:
 
 def error_response(exc: SwitchboardError) -> JSONResponse:
     status, type_ = status_of(exc)
+    headers = exc.headers
+    if status in (429, 503) and "Retry-After" not in headers:
+        # A refusal that will pass, whatever raised it (a run that failed for want of a worker, say).
+        headers = {"Retry-After": DEFAULT_RETRY_AFTER_S, **headers}
     return JSONResponse(
-        error_body(exc.message, type_=type_, code=exc.code, param=exc.param), status_code=status, headers=exc.headers
+        error_body(exc.message, type_=type_, code=exc.code, param=exc.param), status_code=status, headers=headers
     )
 
 
