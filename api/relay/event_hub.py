@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from domain import keys
 from domain.errors import ServiceUnavailable
@@ -62,6 +60,7 @@ class RunEventHub:
         self._subscribers: dict[bytes, set[Subscription]] = {}
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._connected = True
         # A channel of our own keeps the connection subscribed, so reading never stops for lack of one.
         self._home = f"{keys.PREFIX}api:{secrets.token_hex(8)}".encode()
 
@@ -117,11 +116,20 @@ class RunEventHub:
                 message = await self._pubsub.get_message(timeout=None)
             except asyncio.CancelledError:
                 raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("hub.connection_lost", error=str(exc))
-                self._signal_gap()
+            except (RedisError, OSError) as exc:
+                # Whatever Redis said (gone, timed out, still loading its data), every open stream
+                # may have missed events: each catches up from its replay log, or from the database.
+                if self._connected:
+                    log.warning("hub.connection_lost", error=str(exc))
+                    self._signal_gap()
+                self._connected = False
                 await asyncio.sleep(0.5)
                 continue
+            if not self._connected:
+                # Resubscribed: whatever was published before the subscriptions were back is in the logs.
+                log.info("hub.connection_restored")
+                self._connected = True
+                self._signal_gap()
             if message is not None:
                 self._dispatch(message)
 
