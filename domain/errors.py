@@ -119,12 +119,6 @@ class ProviderTimeout(RunFailure):
     code = "provider_timeout"
 
 
-class RunTimeout(RunFailure):
-    """The run went past `SWITCHBOARD_RUN_TIMEOUT_S`, or the relay heard nothing for that long."""
-
-    code = "run_timeout"
-
-
 def first_problem(exc: ValidationError) -> tuple[str | None, str]:
     """(where, what) of a pydantic validation failure's first error, for a one-line message."""
     error = exc.errors()[0]

@@ -99,7 +99,3 @@ def decode_event(raw: bytes | str) -> RunEvent:
 def encode_event(event: RunEvent) -> str:
     """Serialise without `seq`: the publish script prepends the one Redis assigns."""
     return event.model_dump_json(exclude={"seq"})
-
-
-def is_terminal(event: RunEvent) -> bool:
-    return isinstance(event, RunCompleted | RunFailed)
