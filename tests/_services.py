@@ -248,6 +248,34 @@ class RedisServer:
             self.proc.wait()
         self.proc = None
 
+    # The command line `kill` found the server running with, for `restart`.
+    _argv: list[str] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (it persists nothing, so everything in it is lost)."""
+        assert self.proc is not None, "the server is not running"
+        self._argv = [str(arg) for arg in self.proc.args]  # type: ignore[union-attr]
+        self._kill()
+
+    def restart(self) -> RedisServer:
+        """After `kill`: a fresh, empty server on the same port, with the same settings."""
+        assert self.dir is not None and self._argv is not None, "kill() the server first"
+        log = self.dir / "redis.log"
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self._argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir
+            )
+        (self.dir / "server.pid").write_text(str(self.proc.pid))
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if _redis_ping(self.port):
+                return self
+            time.sleep(0.01)
+        self._kill()
+        raise RuntimeError(f"redis-server did not restart on port {self.port}:\n{_log_tail(log)}")
+
     def stop(self) -> None:
         self._kill()
         if self.dir is not None:
@@ -504,6 +532,33 @@ class PostgresServer:
         if self.dir is not None and (self.datadir / "postmaster.pid").exists():
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
         self._started = False
+
+    def pause(self) -> None:
+        """Stop the cluster as an operator would (`pg_ctl stop -m fast`: clients are disconnected)."""
+        assert self._started, "the cluster is not running"
+        res = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+        if res.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed:\n{res.stdout[-2000:]}")
+
+    def resume(self) -> None:
+        """Start the paused cluster again: same data dir, same port and options (`pg_ctl restart`
+        reuses the command line recorded in postmaster.opts when the server is not running)."""
+        assert self.dir is not None, "the cluster was never started"
+        res = self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.dir / "postgres.log"),
+            "-w",
+            "-t",
+            str(int(STARTUP_TIMEOUT)),
+            "restart",
+            timeout=STARTUP_TIMEOUT + 10,
+        )
+        if res.returncode != 0:
+            log = _log_tail(self.dir / "postgres.log")
+            raise RuntimeError(f"postgres did not start again:\n{res.stdout[-2000:]}\n{log}")
 
     def stop(self) -> None:
         try:

@@ -58,10 +58,13 @@ class Deployment:
         env: dict[str, str] | None = None,
         workers: int = 1,
         start_worker: bool = True,
+        claim_redis_db: bool = True,
     ) -> None:
         self.backend = database
         self._base_redis_url = redis_url.rsplit("/", 1)[0]
-        self._redis_db = _claim_redis_db()
+        # False: `redis_url` names a Redis of this deployment's own, used as given (no db number claimed).
+        self._claims_redis_db = claim_redis_db
+        self._redis_db = _claim_redis_db() if claim_redis_db else int(redis_url.rsplit("/", 1)[1] or 0)
         self.redis_url = f"{self._base_redis_url}/{self._redis_db}"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -111,7 +114,8 @@ class Deployment:
                     await asyncio.to_thread(process.wait, 20)
                 except subprocess.TimeoutExpired:
                     process.kill()
-        _redis_dbs_in_use.discard(self._redis_db)
+        if self._claims_redis_db:
+            _redis_dbs_in_use.discard(self._redis_db)
         if self.engine is not None:
             await self.engine.dispose()
         if self._pg_admin_url is not None:
@@ -126,6 +130,13 @@ class Deployment:
         worker = self._spawn("worker")
         self.workers.append(worker)
         return worker
+
+    def live_workers(self) -> list[subprocess.Popen[bytes]]:
+        return [worker for worker in self.workers if worker.poll() is None]
+
+    def worker_log(self, worker: subprocess.Popen[bytes]) -> str:
+        """The log of one of this deployment's workers (`worker-N.log`, N its place in `workers`)."""
+        return self.log_text(f"worker-{self.workers.index(worker)}")
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
         name = f"{args[0]}-{len(self.workers)}" if args[0] == "worker" else args[0]
