@@ -84,8 +84,16 @@ class RunFailed(_Event):
     message: str
 
 
+class RunCancelled(_Event):
+    """Someone stopped the run. Its partial answer, if any, is stored."""
+
+    type: Literal["run.cancelled"] = "run.cancelled"
+
+
+TerminalEvent = RunCompleted | RunFailed | RunCancelled
+
 RunEvent = Annotated[
-    RunStarted | TextDelta | ClientToolCallDelta | ToolCalled | ToolReturned | RunCompleted | RunFailed,
+    RunStarted | TextDelta | ClientToolCallDelta | ToolCalled | ToolReturned | RunCompleted | RunFailed | RunCancelled,
     Field(discriminator="type"),
 ]
 

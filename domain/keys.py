@@ -10,6 +10,8 @@ QUEUE_NAME = PREFIX + "queue"
 # Live workers, scored by their last heartbeat (seconds since the epoch); older than this, one is gone.
 WORKERS = PREFIX + "workers"
 WORKER_STALE_S = 30.0
+# Run ids whose owner asked to stop them; every worker listens, the one carrying the run stops it.
+CANCELS = PREFIX + "cancels"
 
 
 def run_channel(run_id: str) -> str:

@@ -23,7 +23,7 @@ from domain import admission, conversations
 from domain.chat import ChatMessage, ToolCallSpec
 from domain.database import conflict_insert
 from domain.errors import RunFailureCode
-from domain.events import RunCompleted, RunFailed, Usage
+from domain.events import RunCancelled, RunCompleted, RunFailed, TerminalEvent, Usage
 from domain.models import UNFINISHED, Message, Run, utcnow
 from domain.run_request import ChatJob, RunRequest
 
@@ -140,9 +140,16 @@ async def accept(
 
 async def load(connection: AsyncConnection, run_id: str) -> Row[Any] | None:
     result = await connection.execute(
-        select(Run.id, Run.status, Run.attempt, Run.error_code, Run.error, Run.usage, Run.lease_expires_at).where(
-            Run.id == run_id
-        )
+        select(
+            Run.id,
+            Run.status,
+            Run.attempt,
+            Run.error_code,
+            Run.error,
+            Run.usage,
+            Run.lease_expires_at,
+            Run.cancel_requested_at,
+        ).where(Run.id == run_id)
     )
     return result.one_or_none()
 
@@ -156,6 +163,7 @@ async def claim(connection: AsyncConnection, *, run_id: str, lease_s: float, max
         .where(
             Run.id == run_id,
             Run.attempt < max_attempts,
+            Run.cancel_requested_at.is_(None),
             or_(Run.status == "queued", and_(Run.status == "running", Run.lease_expires_at < now)),
         )
         .values(
@@ -197,17 +205,74 @@ async def hold(connection: AsyncConnection, *, run_id: str, attempt: int, lease_
     return bool(result.rowcount)
 
 
-async def renew_leases(connection: AsyncConnection, *, attempts: Sequence[tuple[str, int]], lease_s: float) -> set[str]:
-    """Renew the leases of a worker's running attempts; the ids of those still current."""
+@dataclass(frozen=True, kw_only=True)
+class Renewed:
+    current: set[str]
+    # Of those, the runs someone asked to stop: delivered here too, should the quick signal be lost.
+    cancel_requested: set[str]
+
+
+async def renew_leases(connection: AsyncConnection, *, attempts: Sequence[tuple[str, int]], lease_s: float) -> Renewed:
+    """Renew the leases of a worker's running attempts: which are still current, and which to stop."""
     if not attempts:
-        return set()
+        return Renewed(current=set(), cancel_requested=set())
     result = await connection.execute(
         update(Run)
         .where(tuple_(Run.id, Run.attempt).in_(attempts), Run.status == "running")
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-        .returning(Run.id)
+        .returning(Run.id, Run.cancel_requested_at)
     )
-    return {row.id for row in result}
+    rows = result.all()
+    return Renewed(
+        current={row.id for row in rows},
+        cancel_requested={row.id for row in rows if row.cancel_requested_at is not None},
+    )
+
+
+async def request_cancel(connection: AsyncConnection, *, run_id: str, user_id: str) -> Row[Any] | None:
+    """Record that the run's owner asked to stop it. A queued run is cancelled at once and never
+    starts; a running one is marked, for its worker to stop; a finished one is left as it is.
+    None when the run is not this user's (or does not exist)."""
+    now = utcnow()
+    mine = and_(Run.id == run_id, Run.user_id == user_id)
+    await connection.execute(
+        update(Run)
+        .where(mine, Run.status == "queued")
+        .values(status="cancelled", cancel_requested_at=now, finished_at=now, lease_expires_at=None)
+    )
+    await connection.execute(
+        update(Run)
+        .where(mine, Run.status == "running", Run.cancel_requested_at.is_(None))
+        .values(cancel_requested_at=now)
+    )
+    result = await connection.execute(select(Run.id).where(mine))
+    if result.one_or_none() is None:
+        return None
+    return await load(connection, run_id)
+
+
+async def cancel(connection: AsyncConnection, *, job: ChatJob, partial: ChatMessage | None, usage: Usage) -> bool:
+    """Close the run as cancelled, keeping its partial answer; fenced by the attempt like `finish`."""
+    result = await connection.execute(
+        update(Run)
+        .where(_current(job.run_id, job.attempt))
+        .values(status="cancelled", usage=usage.model_dump(), finished_at=utcnow(), lease_expires_at=None)
+    )
+    if not result.rowcount:
+        return False
+    if job.conversation_id is not None and partial is not None and (partial.text or partial.tool_calls):
+        await _store_answer(connection, job, partial)
+    return True
+
+
+async def cancel_abandoned(connection: AsyncConnection, *, run_id: str, attempt: int) -> bool:
+    """Cancel a run whose owner asked it to stop and whose worker is gone (its lease lapsed)."""
+    result = await connection.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.attempt == attempt, Run.status == "running", Run.cancel_requested_at.is_not(None))
+        .values(status="cancelled", finished_at=utcnow(), lease_expires_at=None)
+    )
+    return bool(result.rowcount)
 
 
 async def finish(
@@ -226,21 +291,26 @@ async def finish(
     if not result.rowcount:
         return False
     if job.conversation_id is not None and reply is not None:
-        # Write-once by item id: the ChatKit surface may save the same answer under the same id.
-        await connection.execute(
-            conflict_insert(connection, Message)
-            .values(
-                **message_values(
-                    item_id=f"{job.run_id}-out",
-                    user_id=job.user_id,
-                    conversation_id=job.conversation_id,
-                    run_id=job.run_id,
-                    message=reply,
-                )
-            )
-            .on_conflict_do_nothing(index_elements=["item_id"])
-        )
+        await _store_answer(connection, job, reply)
     return True
+
+
+async def _store_answer(connection: AsyncConnection, job: ChatJob, reply: ChatMessage) -> None:
+    assert job.conversation_id is not None
+    # Write-once by item id: the ChatKit surface may save the same answer under the same id.
+    await connection.execute(
+        conflict_insert(connection, Message)
+        .values(
+            **message_values(
+                item_id=f"{job.run_id}-out",
+                user_id=job.user_id,
+                conversation_id=job.conversation_id,
+                run_id=job.run_id,
+                message=reply,
+            )
+        )
+        .on_conflict_do_nothing(index_elements=["item_id"])
+    )
 
 
 async def fail(connection: AsyncConnection, *, run_id: str, attempt: int, code: RunFailureCode, message: str) -> bool:
@@ -261,10 +331,12 @@ def usage_of(run: Row[Any]) -> Usage:
 WORKER_LOST = "the run's worker was lost on every attempt"
 
 
-def outcome_event(run: Row[Any]) -> RunCompleted | RunFailed:
+def outcome_event(run: Row[Any]) -> TerminalEvent:
     """How a finished run (a row from `load`) ended, as its terminal event, for listeners that missed it."""
     if run.status == "succeeded":
         return RunCompleted(run_id=run.id, attempt=run.attempt, usage=usage_of(run))
+    if run.status == "cancelled":
+        return RunCancelled(run_id=run.id, attempt=run.attempt)
     code: RunFailureCode = run.error_code or "internal_error"
     return RunFailed(run_id=run.id, attempt=run.attempt, code=code, message=run.error or "the run failed")
 
@@ -287,7 +359,7 @@ async def stored_outcome(connection: AsyncConnection, run_id: str) -> StoredOutc
     if run is None:
         return None
     answer = None
-    if run.status == "succeeded":
+    if run.status in ("succeeded", "cancelled"):
         result = await connection.execute(
             select(Message.content, Message.tool_calls).where(Message.item_id == f"{run_id}-out")
         )

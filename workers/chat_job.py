@@ -21,7 +21,7 @@ from domain import conversations, runs
 from domain.chat import ChatMessage, ToolCallSpec
 from domain.database import unavailable_on_connection_errors
 from domain.errors import RunFailure, ServiceUnavailable
-from domain.events import RunCompleted, RunFailed, RunStarted
+from domain.events import RunCancelled, RunCompleted, RunFailed, RunStarted, TerminalEvent, Usage
 from domain.models import UNFINISHED, utcnow
 from domain.run_request import ChatJob
 from domain.runs import WORKER_LOST, outcome_event
@@ -65,16 +65,24 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
         deps.events, run_id=run_id, attempt=job.attempt, coalesce_s=deps.settings.delta_coalesce_ms / 1000
     )
     deps.leases.hold(run_id, job.attempt)
+    # The agent runs in a task of its own, so a cancel can stop it (its model stream, its tool call in
+    # flight) while this job lives on to store what it said.
+    agent = asyncio.create_task(_run_agent(deps, job, claimed.history, publisher))
+    deps.cancels.track(run_id, agent)
     try:
         # Announced while the model is being asked, not before it.
         await publisher.emit(RunStarted(run_id=run_id, attempt=job.attempt))
         log.info("run.started", assistant=job.assistant, history_messages=len(claimed.history))
         try:
-            outcome = await _run_agent(deps, job, claimed.history, publisher)
+            outcome = await asyncio.shield(agent)
         except RunFailure as exc:
             return await _fail(deps, publisher, exc)
         except asyncio.CancelledError:
-            log.warning("run.cancelled", note="another attempt takes it over once its lease lapses")
+            if agent.cancelled() and deps.cancels.asked(run_id):
+                return await _cancelled(deps, publisher, job)
+            # The worker itself is stopping: another attempt takes the run over once its lease lapses.
+            agent.cancel()
+            log.warning("run.interrupted", note="another attempt takes it over once its lease lapses")
             raise
         except Exception as exc:
             failure = RunFailure("the run failed unexpectedly", code="internal_error")
@@ -82,6 +90,7 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
             return await _fail(deps, publisher, failure)
         return await _succeed(deps, publisher, job, outcome)
     finally:
+        deps.cancels.forget(run_id)
         deps.leases.release(run_id)
 
 
@@ -192,6 +201,20 @@ async def _fail(deps: WorkerDeps, publisher: RunPublisher, failure: RunFailure) 
     return "failed"
 
 
+async def _cancelled(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob) -> str:
+    """Its owner stopped the run: what it said until then is stored as its answer."""
+    publisher.flush()
+    partial = ChatMessage(role="assistant", content=publisher.text_sent())
+
+    async def store(connection: AsyncConnection) -> bool:
+        return await runs.cancel(connection, job=job, partial=partial, usage=Usage())
+
+    if await _write_outcome(deps, store):
+        await _publish_end(publisher, RunCancelled(run_id=job.run_id, attempt=job.attempt))
+    log.info("run.cancelled", partial_chars=len(partial.text))
+    return "cancelled"
+
+
 async def _write_outcome(deps: WorkerDeps, store: Callable[[AsyncConnection], Awaitable[bool]]) -> bool:
     """Write the run's outcome, retrying while the database is away, for as long as the run's time allows.
 
@@ -212,7 +235,7 @@ async def _write_outcome(deps: WorkerDeps, store: Callable[[AsyncConnection], Aw
             delay_s = min(delay_s * 2, 5.0)
 
 
-async def _publish_end(publisher: RunPublisher, event: RunCompleted | RunFailed) -> None:
+async def _publish_end(publisher: RunPublisher, event: TerminalEvent) -> None:
     # The outcome is stored; a listener that misses this event finds it in the database.
     try:
         await publisher.finish(event)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.event_log import EventLog
 from domain.settings import Settings
 from workers.agent_runner import AgentRunner
+from workers.cancels import Cancellations
 from workers.event_sink import EventSink
 from workers.leases import LeaseKeeper
 
@@ -26,8 +27,10 @@ class WorkerDeps:
     http_client: httpx2.AsyncClient
     runners: Mapping[str, AgentRunner]
     leases: LeaseKeeper
+    cancels: Cancellations
 
     async def aclose(self) -> None:
+        await self.cancels.aclose()
         await self.leases.aclose()
         await self.events.aclose()
         await self.http_client.aclose()

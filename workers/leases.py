@@ -14,6 +14,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 
 import structlog
 from redis.asyncio import Redis
@@ -28,7 +29,10 @@ log = structlog.get_logger("switchboard.worker.leases")
 
 
 class LeaseKeeper:
-    def __init__(self, *, db_engine: AsyncEngine, redis: Redis, lease_s: float) -> None:
+    def __init__(
+        self, *, db_engine: AsyncEngine, redis: Redis, lease_s: float, on_cancel: Callable[[str], None]
+    ) -> None:
+        self._on_cancel = on_cancel
         self._db_engine = db_engine
         self._redis = redis
         self._lease_s = lease_s
@@ -65,7 +69,7 @@ class LeaseKeeper:
         held = list(self._held.items())
         try:
             async with unavailable_on_connection_errors(), self._db_engine.begin() as connection:
-                current = await runs.renew_leases(connection, attempts=held, lease_s=self._lease_s)
+                renewed = await runs.renew_leases(connection, attempts=held, lease_s=self._lease_s)
         except ServiceUnavailable as exc:
             if self.database_ok:
                 log.warning("worker.database_unreachable", error=str(exc.__cause__ or exc))
@@ -75,8 +79,10 @@ class LeaseKeeper:
             log.info("worker.database_reachable")
         self.database_ok = True
         for run_id, attempt in held:
-            if run_id not in current and self._held.get(run_id) == attempt:
+            if run_id not in renewed.current and self._held.get(run_id) == attempt:
                 log.warning("run.superseded", run_id=run_id, attempt=attempt)
+        for run_id in renewed.cancel_requested:
+            self._on_cancel(run_id)
 
     async def _beat(self) -> None:
         now = time.time()

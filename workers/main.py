@@ -19,6 +19,7 @@ from domain.settings import Settings
 from todo.server import create_todo_server
 from workers.agent_runner import AgentRunner
 from workers.agents_model import create_agents_model
+from workers.cancels import Cancellations
 from workers.chat_job import run_chat
 from workers.context import DEPS_KEY, WorkerDeps
 from workers.dispatch import WakeableWorker
@@ -56,6 +57,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         ctx[DEPS_KEY] = deps
         deps.events.start()
         deps.leases.start()
+        deps.cancels.start()
         # While the database is away the worker takes no work: it could not carry a run to its end.
         worker.ready_to_claim = lambda: deps.leases.database_ok
         reconciler = Reconciler(deps, ctx["redis"])
@@ -96,13 +98,15 @@ def _build_deps(settings: Settings) -> WorkerDeps:
     redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     http_client = create_http_client(settings)
     event_log = EventLog(redis, max_events=settings.event_log_max, ttl_s=settings.event_log_ttl_s)
+    cancels = Cancellations(settings.redis_url)
     return WorkerDeps(
         settings=settings,
+        cancels=cancels,
         db_engine=db_engine,
         redis=redis,
         event_log=event_log,
         events=EventSink(event_log),
         http_client=http_client,
         runners=build_runners(settings, http_client, db_engine=db_engine),
-        leases=LeaseKeeper(db_engine=db_engine, redis=redis, lease_s=settings.run_lease_s),
+        leases=LeaseKeeper(db_engine=db_engine, redis=redis, lease_s=settings.run_lease_s, on_cancel=cancels.cancel),
     )

@@ -21,11 +21,17 @@ class RunPublisher:
         self._coalesce_s = coalesce_s
         self._pending: list[str] = []
         self._sent_text = False
+        self._text: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
+
+    def text_sent(self) -> str:
+        """Everything this attempt has said so far: its answer, should it be stopped now."""
+        return "".join(self._text)
 
     async def text(self, delta: str) -> None:
         if not delta:
             return
+        self._text.append(delta)
         if not self._sent_text or self._coalesce_s == 0:
             self._sent_text = True
             self._sink.send(TextDelta(run_id=self.run_id, attempt=self.attempt, text=delta))

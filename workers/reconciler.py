@@ -74,7 +74,13 @@ class Reconciler:
             for run in overdue:
                 message = f"the run did not finish within {settings.run_timeout_s:g} s"
                 await self._fail(connection, run, "run_timeout", message)
-            lapsed = await run_recovery.lapsed(connection)
+            lapsed = []
+            for run in await run_recovery.lapsed(connection):
+                # Its owner asked it to stop and its worker is gone: it stops here, not on a new attempt.
+                if await runs.cancel_abandoned(connection, run_id=run.id, attempt=run.attempt):
+                    await self._announce(connection, run)
+                else:
+                    lapsed.append(run)
             exhausted = [run for run in lapsed if run.attempt >= settings.run_max_attempts]
             for run in exhausted:
                 await self._fail(connection, run, "worker_lost", runs.WORKER_LOST)
@@ -85,10 +91,13 @@ class Reconciler:
 
     async def _fail(self, connection: AsyncConnection, run: Unfinished, code: RunFailureCode, message: str) -> None:
         if await runs.fail(connection, run_id=run.id, attempt=run.attempt, code=code, message=message):
-            log.warning("reconciler.failed_run", run_id=run.id, attempt=run.attempt, code=code)
-            row = await runs.load(connection, run.id)
-            if row is not None:
-                self._deps.events.send(runs.outcome_event(row))
+            await self._announce(connection, run)
+
+    async def _announce(self, connection: AsyncConnection, run: Unfinished) -> None:
+        row = await runs.load(connection, run.id)
+        if row is not None:
+            log.warning("reconciler.ended_run", run_id=run.id, attempt=run.attempt, status=row.status)
+            self._deps.events.send(runs.outcome_event(row))
 
     async def _missing_jobs(self, runs_: list[Unfinished]) -> list[Unfinished]:
         if not runs_:

@@ -49,6 +49,7 @@ from api.chatkit.items import assistant_item, output_item_id, run_of_input, tool
 from api.chatkit.store import ChatKitContext, ConversationStore
 from api.relay.progress import (
     RESTARTED_MESSAGE,
+    Cancelled,
     ClientToolCall,
     Completed,
     Detached,
@@ -162,7 +163,8 @@ class _Turn:
                 case Restarted():
                     yield _error(RESTARTED_MESSAGE)
                     return
-                case Completed():
+                case Completed() | Cancelled():
+                    # A stopped answer ends where it stopped, and stays in the thread as stored.
                     async for finished in self._finish_answer():
                         yield finished
                 case Failed() | Detached():

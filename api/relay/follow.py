@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from api.relay.event_hub import GAP, STOP, Gap, Stop, Subscription
 from api.relay.progress import (
     SHUTDOWN_MESSAGE,
+    Cancelled,
     ClientToolCall,
     Completed,
     Detached,
@@ -40,6 +41,7 @@ from domain.errors import ServiceUnavailable
 from domain.event_log import EventLog
 from domain.events import (
     ClientToolCallDelta,
+    RunCancelled,
     RunCompleted,
     RunEvent,
     RunFailed,
@@ -174,6 +176,8 @@ class _Follower:
                 return [Completed(finish_reason=event.finish_reason, usage=event.usage)]
             case RunFailed():
                 return [Failed(code=event.code, message=event.message)]
+            case RunCancelled():
+                return [Cancelled()]
             case _:
                 assert_never(event)
 
@@ -209,7 +213,7 @@ class _Follower:
                     continue
                 self._last_seq, self._attempt = event.seq, event.attempt
                 yield event
-                if isinstance(event, RunCompleted | RunFailed):
+                if isinstance(event, RunCompleted | RunFailed | RunCancelled):
                     return
 
     async def _catch_up(self) -> list[RunEvent] | None:
@@ -251,7 +255,10 @@ class _Follower:
             yield Failed(code=outcome.error_code or "internal_error", message=outcome.error or "the run failed")
             return
         answer = outcome.answer
-        if answer is None or outcome.status != "succeeded":
+        if answer is None and outcome.status == "cancelled" and not self._shown_text:
+            yield Cancelled()
+            return
+        if answer is None:
             yield interrupted
             return
         shown = "".join(self._shown_text)
@@ -267,7 +274,10 @@ class _Follower:
                 yield ClientToolCall(
                     index=index, call_id=call.id, name=call.function.name, arguments=call.function.arguments
                 )
-        yield Completed(finish_reason="tool_calls" if calls else "stop", usage=outcome.usage)
+        if outcome.status == "cancelled":
+            yield Cancelled()
+        else:
+            yield Completed(finish_reason="tool_calls" if calls else "stop", usage=outcome.usage)
 
 
 async def _stop_when(stop: anyio.Event, subscription: Subscription) -> None:

@@ -62,6 +62,11 @@ class Completed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Cancelled:
+    """Someone stopped the run; what it said until then is its (stored) answer."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Failed:
     code: RunFailureCode
     message: str
@@ -75,7 +80,7 @@ class Detached:
     message: str
 
 
-RunProgress = Text | ClientToolCall | ToolCall | ToolResult | Restarted | Completed | Failed | Detached
+RunProgress = Text | ClientToolCall | ToolCall | ToolResult | Restarted | Completed | Cancelled | Failed | Detached
 
 # Messages a stream that cannot go on ends with; the run's answer is still stored.
 RESTARTED_MESSAGE = "the run was interrupted and restarted; its answer will be stored in the conversation"
