@@ -14,7 +14,7 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.database import conflict_insert
-from domain.models import Conversation, Message, Run, ToolCall, utcnow
+from domain.models import UNFINISHED, Conversation, Message, Run, ToolCall, utcnow
 
 MAX_KEY_LENGTH = 255
 
@@ -141,11 +141,21 @@ async def list_page(
     return [ConversationView(**row._asdict()) for row in result]
 
 
-async def delete(connection: AsyncConnection, *, user_id: str, key: str) -> bool:
-    """Delete the conversation with its messages, runs and tool calls; the user's tasks stay."""
+async def delete(connection: AsyncConnection, *, user_id: str, key: str) -> list[tuple[str, int]] | None:
+    """Delete the conversation with its messages, runs and tool calls; the user's tasks stay.
+
+    None when the user has no such conversation; otherwise its runs that were still queued or
+    running, as (id, attempt), for the caller to stop.
+    """
     conversation = await get(connection, user_id=user_id, key=key)
     if conversation is None:
-        return False
+        return None
+    active = await connection.execute(
+        select(Run.id, Run.attempt).where(
+            Run.user_id == user_id, Run.conversation_id == conversation.id, Run.status.in_(UNFINISHED)
+        )
+    )
+    stopped = [(row.id, row.attempt) for row in active]
     # Children first: SQLite enforces ON DELETE CASCADE only when foreign keys are switched on, and
     # a database someone else opened may not have them on.
     for table in (ToolCall, Message, Run):
@@ -153,7 +163,7 @@ async def delete(connection: AsyncConnection, *, user_id: str, key: str) -> bool
             sa_delete(table).where(table.user_id == user_id, table.conversation_id == conversation.id)
         )
     await connection.execute(sa_delete(Conversation).where(Conversation.id == conversation.id))
-    return True
+    return stopped
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,8 @@ enqueued sees every event either live or in the log.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
@@ -38,7 +40,7 @@ class EventLog:
         self._ttl_s = ttl_s
         self._script = redis.register_script(_PUBLISH_SCRIPT)
 
-    async def publish_many(self, events: list[RunEvent]) -> None:
+    async def publish_many(self, events: Sequence[RunEvent]) -> None:
         """Publish in order, in one round trip.
 
         EVALSHA is queued directly: redis-py's script objects would ask SCRIPT EXISTS before every

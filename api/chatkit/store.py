@@ -43,6 +43,7 @@ from api.chatkit.items import (
     tool_of,
     user_text,
 )
+from api.relay.cancel import cancel_removed_runs
 from api.state import AppState
 from domain import conversations, runs, threads
 from domain.conversations import ConversationView
@@ -116,8 +117,11 @@ class ConversationStore(Store[ChatKitContext]):
     async def delete_thread(self, thread_id: str, context: ChatKitContext) -> None:
         """The conversation goes with its messages, runs and tool calls; the user's tasks stay."""
         async with _begin(context) as connection:
-            if not await conversations.delete(connection, user_id=context.user_id, key=thread_id):
-                raise NotFound(f"thread '{thread_id}' not found", param="thread_id")
+            stopped = await conversations.delete(connection, user_id=context.user_id, key=thread_id)
+        if stopped is None:
+            raise NotFound(f"thread '{thread_id}' not found", param="thread_id")
+        # Its turns still queued or running go with it.
+        await cancel_removed_runs(context.state, stopped)
 
     # ------------------------------------------------------------------ items
 

@@ -34,11 +34,15 @@ async def cancel_run(state: AppState, *, user_id: str, run_id: str) -> Row[Any] 
     return run
 
 
-async def cancel_runs(state: AppState, run_ids: Sequence[str]) -> None:
-    """Deliver the stop to runs whose rows are gone or going (a deleted conversation's)."""
+async def cancel_removed_runs(state: AppState, removed: Sequence[tuple[str, int]]) -> None:
+    """Stop runs whose rows were just deleted (a deleted conversation's), given as (id, attempt): their
+    workers stop them, and their listeners hear that they ended."""
     with contextlib.suppress(RedisError, OSError):
-        for run_id in run_ids:
+        for run_id, _ in removed:
             await state.redis.publish(keys.CANCELS, run_id)
+        ended = [RunCancelled(run_id=run_id, attempt=attempt) for run_id, attempt in removed]
+        if ended:
+            await state.event_log.publish_many(ended)
 
 
 async def wait_until_finished(state: AppState, run_id: str, *, timeout_s: float) -> Row[Any] | None:

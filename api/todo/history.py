@@ -11,6 +11,7 @@ from datetime import datetime
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api.relay.cancel import cancel_removed_runs
 from api.todo.caller import caller
 from domain import conversations, tasks
 from domain.database import unavailable_on_connection_errors
@@ -112,6 +113,9 @@ async def delete_conversation(request: Request) -> Response:
     state, user_id = await caller(request)
     key = request.path_params["conversation_id"]
     async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
-        if not await conversations.delete(connection, user_id=user_id, key=key):
-            raise NotFound(f"conversation '{key}' not found")
+        stopped = await conversations.delete(connection, user_id=user_id, key=key)
+    if stopped is None:
+        raise NotFound(f"conversation '{key}' not found")
+    # Its turns still queued or running go with it.
+    await cancel_removed_runs(state, stopped)
     return Response(status_code=204)
