@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 
-from api import chatkit, openai, todo, web
+from api import chatkit, openai, runs_api, todo, web
 from api.auth import Authenticator
 from api.errors import handle_http_exception, handle_switchboard_error, handle_unexpected
 from api.health import healthz, readyz
@@ -71,7 +71,8 @@ def _routes(mcp: McpEndpoint) -> list[BaseRoute]:
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Mount("/v1", routes=openai.routes),
+        # One Mount for `/v1`: a second would never be reached, the first matches every /v1 path.
+        Mount("/v1", routes=[*openai.routes, *runs_api.routes]),
         Mount("/api", routes=todo.routes),
         # Exact paths, as their clients call them: a Mount would answer `/chatkit` with a redirect.
         *chatkit.routes(),
@@ -88,8 +89,8 @@ def _middleware(settings: Settings) -> list[Middleware]:
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Conversation-ID"],
-                expose_headers=["X-Request-ID", "X-Conversation-ID"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Conversation-ID", "Last-Event-ID"],
+                expose_headers=["X-Request-ID", "X-Conversation-ID", "X-Run-ID"],
             )
         )
     return middleware

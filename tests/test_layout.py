@@ -28,7 +28,7 @@ def imported_packages(package: str) -> set[str]:
 
 
 FRAMEWORKS = {"starlette", "sse_starlette", "mcp", "mcp_types", "arq", "agents", "pydantic_ai", "chatkit"}
-SURFACES = ["openai", "todo", "chatkit", "mcp", "web"]
+SURFACES = ["openai", "todo", "chatkit", "mcp", "web", "runs_api"]
 
 
 def test_domain_imports_no_framework_and_none_of_ours() -> None:

@@ -37,7 +37,7 @@ async def tasks_of(deployment: Deployment, user: str, **params: Any) -> list[dic
 async def test_json_reply_lists_the_tool_calls_and_the_history_keeps_them(deployment: Deployment) -> None:
     title = f"water the plants {marker()}"
     body = await chat(deployment, "alice", add_task(title))
-    assert set(body) == {"conversation_id", "response", "tool_calls"}
+    assert set(body) == {"conversation_id", "run_id", "response", "tool_calls"}
     [call] = body["tool_calls"]
     assert call["tool"] == "add_task" and call["args"] == {"title": title}
     assert call["result"]["status"] == "created" and call["result"]["title"] == title

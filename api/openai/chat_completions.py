@@ -20,6 +20,7 @@ from api.openai.schemas import ChatCompletionRequest
 from api.relay.admission import idempotency_key
 from api.relay.progress import (
     RESTARTED_MESSAGE,
+    Cancelled,
     ClientToolCall,
     Completed,
     Detached,
@@ -36,6 +37,7 @@ from domain import conversations
 from domain.assistants import ASSISTANTS
 from domain.chat import ChatMessage, FunctionCall, ModelParams, ToolCallSpec
 from domain.errors import InvalidRequest, NotFound, RunFailure, ServiceUnavailable, SwitchboardError
+from domain.events import Usage
 from domain.run_request import RunRequest
 
 log = structlog.get_logger("switchboard.api.chat")
@@ -60,10 +62,11 @@ async def chat_completions(request: Request) -> Response:
     if not body.stream:
         try:
             async with start_run(state, run_request, idempotency=idempotency) as started:
-                return JSONResponse(await _collect(started, body.model), headers=_conversation_header(started))
+                return JSONResponse(await _collect(started, body.model), headers=_run_headers(started))
         except SwitchboardError as exc:
-            # The turn may be stored even though the run failed: the client still learns its conversation.
-            exc.headers.update(_conversation_header(started or run_request))
+            # The turn may be stored even though the run failed: the client still learns its conversation,
+            # and the run, once one was recorded.
+            exc.headers.update(_run_headers(started) if started else _conversation_header(run_request))
             raise
 
     shutdown = anyio.Event()
@@ -72,7 +75,12 @@ async def chat_completions(request: Request) -> Response:
         run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown, idempotency=idempotency))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = _stream(run, body.model, include_usage, stack.pop_all())
-    return event_stream(stream, settings=state.settings, shutdown=shutdown, headers=_conversation_header(run))
+    return event_stream(stream, settings=state.settings, shutdown=shutdown, headers=_run_headers(run))
+
+
+def _run_headers(run: StartedRun) -> dict[str, str]:
+    """`X-Run-ID` (the run to read back at `/v1/runs/{run_id}`) and the conversation header."""
+    return {"X-Run-ID": run.run_id, **_conversation_header(run)}
 
 
 def _conversation_header(run: StartedRun | RunRequest) -> dict[str, str]:
@@ -169,6 +177,9 @@ async def _collect(run: StartedRun, model: str) -> dict[str, object]:
                 calls.clear()
             case Completed():
                 return _completion(run, model, "".join(text), calls, progress)
+            case Cancelled():
+                # Stopped: what it said until then is the answer, as a finished one.
+                return _completion(run, model, "".join(text), calls, Completed(finish_reason="stop", usage=Usage()))
             case Failed():
                 raise RunFailure(progress.message, code=progress.code)
             case Detached():
@@ -226,6 +237,9 @@ async def _stream(
                     yield {"data": writer.finish(progress.finish_reason)}
                     if include_usage:
                         yield {"data": writer.usage(progress.usage)}
+                case Cancelled():
+                    # Stopped: the answer ends where it was stopped, as OpenAI ends a stopped stream.
+                    yield {"data": writer.finish("stop")}
                 case Failed() | Detached():
                     if isinstance(progress, Detached):
                         log.info("stream.detached", run_id=run.run_id, code=progress.code)

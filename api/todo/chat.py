@@ -20,6 +20,7 @@ from api.body import read_json, validate
 from api.relay.admission import idempotency_key
 from api.relay.progress import (
     RESTARTED_MESSAGE,
+    Cancelled,
     ClientToolCall,
     Completed,
     Detached,
@@ -36,7 +37,7 @@ from domain import conversations
 from domain.assistants import TODO_ASSISTANT, TODO_MAX_MESSAGE_CHARS
 from domain.chat import ChatMessage
 from domain.database import unavailable_on_connection_errors
-from domain.errors import NotFound, RunFailure, ServiceUnavailable, Unprocessable
+from domain.errors import NotFound, RunFailure, ServiceUnavailable, SwitchboardError, Unprocessable
 from domain.run_request import RunRequest
 
 
@@ -74,8 +75,15 @@ async def chat(request: Request) -> Response:
     )
     idempotency = idempotency_key(request, data)
     if "text/event-stream" not in request.headers.get("accept", ""):
-        async with start_run(state, run_request, idempotency=idempotency) as run:
-            return JSONResponse(await _collect(run))
+        run_id: str | None = None
+        try:
+            async with start_run(state, run_request, idempotency=idempotency) as run:
+                run_id = run.run_id
+                return JSONResponse(await _collect(run), headers={"X-Run-ID": run.run_id})
+        except SwitchboardError as exc:
+            if run_id is not None:
+                exc.headers["X-Run-ID"] = run_id
+            raise
 
     shutdown = anyio.Event()
     stack = contextlib.AsyncExitStack()
@@ -83,7 +91,10 @@ async def chat(request: Request) -> Response:
         run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown, idempotency=idempotency))
         stream = _stream(run, stack.pop_all())
     return event_stream(
-        stream, settings=state.settings, shutdown=shutdown, headers={"X-Conversation-ID": run.conversation_key or ""}
+        stream,
+        settings=state.settings,
+        shutdown=shutdown,
+        headers={"X-Conversation-ID": run.conversation_key or "", "X-Run-ID": run.run_id},
     )
 
 
@@ -92,6 +103,7 @@ class _Reply:
 
     def __init__(self, run: StartedRun) -> None:
         self.conversation_id = run.conversation_key
+        self.run_id = run.run_id
         self.text: list[str] = []
         self.calls: dict[str, dict[str, Any]] = {}
 
@@ -114,6 +126,7 @@ class _Reply:
     def body(self) -> dict[str, Any]:
         return {
             "conversation_id": self.conversation_id,
+            "run_id": self.run_id,
             "response": "".join(self.text),
             "tool_calls": list(self.calls.values()),
         }
@@ -131,6 +144,8 @@ async def _collect(run: StartedRun) -> dict[str, Any]:
                 reply.restart()
             case Completed():
                 return reply.body()
+            case Cancelled():
+                return {**reply.body(), "cancelled": True}
             case Failed():
                 raise RunFailure(progress.message, code=progress.code)
             case Detached():
@@ -166,6 +181,8 @@ async def _stream(run: StartedRun, cleanup: contextlib.AsyncExitStack) -> AsyncI
                     return
                 case Completed():
                     yield _sse("done", reply.body())
+                case Cancelled():
+                    yield _sse("cancelled", {**reply.body(), "cancelled": True})
                 case Failed() | Detached():
                     yield _sse("error", {"message": progress.message, "code": progress.code})
                 case _:

@@ -1,0 +1,134 @@
+"""`GET /v1/runs`, `GET /v1/runs/{run_id}` and `GET /v1/runs/{run_id}/events`.
+
+The caller's runs only: another user's run is 404, exactly like one that does not exist. Times are
+Unix seconds, as in OpenAI's objects. Lists are newest first and cursor-paginated: `next_cursor`,
+when `has_more`, is passed back as `after`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.relay.replay import replay_run
+from api.relay.sse import event_stream
+from api.state import AppState
+from domain import run_views
+from domain.database import unavailable_on_connection_errors
+from domain.errors import InvalidRequest, NotFound
+from domain.pagination import decode_cursor, encode_cursor, parse_limit
+from domain.run_views import RunView, unix_seconds
+
+
+async def _caller(request: Request) -> tuple[AppState, str]:
+    state: AppState = request.state.app
+    user_id = await state.authenticator.authenticate(request.headers.get("authorization"))
+    return state, user_id
+
+
+async def owned_run(state: AppState, user_id: str, run_id: str) -> RunView:
+    async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
+        run = await run_views.get(connection, user_id=user_id, run_id=run_id)
+    if run is None:
+        raise NotFound(f"No run found with id '{run_id}'", param="run_id", code="run_not_found")
+    return run
+
+
+def run_object(run: RunView) -> dict[str, Any]:
+    usage = None
+    if run.usage is not None:
+        prompt = int(run.usage.get("prompt_tokens", 0))
+        completion = int(run.usage.get("completion_tokens", 0))
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    error = None
+    if run.error_code is not None or run.error is not None:
+        error = {"code": run.error_code, "message": run.error}
+    return {
+        "id": run.id,
+        "object": "run",
+        "status": run.status,
+        "assistant": run.assistant,
+        "conversation_id": run.conversation_key,
+        "created_at": unix_seconds(run.created_at),
+        "started_at": unix_seconds(run.started_at),
+        "finished_at": unix_seconds(run.finished_at),
+        "attempt": run.attempt,
+        "error": error,
+        "usage": usage,
+    }
+
+
+async def get_run(request: Request) -> Response:
+    state, user_id = await _caller(request)
+    run = await owned_run(state, user_id, request.path_params["run_id"])
+    return JSONResponse(run_object(run))
+
+
+async def list_runs(request: Request) -> Response:
+    state, user_id = await _caller(request)
+    params = request.query_params
+    status = run_views.parse_status(params.get("status"))
+    limit = parse_limit(params.get("limit"))
+    conversation_key = params.get("conversation_id") or None
+    cursor = params.get("after")
+    after = None
+    if cursor:
+        created_at, run_id = decode_cursor(cursor, arity=2)
+        try:
+            after = (datetime.fromisoformat(str(created_at)), str(run_id))
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest("cursor is not one this server gave out", param="after") from exc
+    async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
+        found = await run_views.list_page(
+            connection,
+            user_id=user_id,
+            limit=limit + 1,
+            conversation_key=conversation_key,
+            status=status,
+            after=after,
+        )
+    page = found[:limit]
+    has_more = len(found) > limit
+    last = page[-1] if page else None
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [run_object(run) for run in page],
+            "has_more": has_more,
+            "next_cursor": encode_cursor(last.created_at.isoformat(), last.id) if last and has_more else None,
+        }
+    )
+
+
+def _after(request: Request) -> int:
+    """Where to start: `Last-Event-ID` (as an EventSource resends it), else `?after`, else the beginning."""
+    for name, raw in (
+        ("Last-Event-ID", request.headers.get("last-event-id")),
+        ("after", request.query_params.get("after")),
+    ):
+        if raw is None or raw.strip() == "":
+            continue
+        raw = raw.strip()
+        if not raw.isdigit():
+            raise InvalidRequest(f"{name} must be an event id: a whole number", param=name)
+        return int(raw)
+    return 0
+
+
+async def run_events(request: Request) -> Response:
+    state, user_id = await _caller(request)
+    run_id = request.path_params["run_id"]
+    after = _after(request)
+    await owned_run(state, user_id, run_id)
+    shutdown = anyio.Event()
+    return event_stream(_sse(state, run_id, after, shutdown), settings=state.settings, shutdown=shutdown)
+
+
+async def _sse(state: AppState, run_id: str, after: int, shutdown: anyio.Event) -> AsyncIterator[dict[str, str]]:
+    async for event in replay_run(state, run_id, after=after, stop=shutdown):
+        yield {"id": str(event.seq), "event": event.type, "data": event.model_dump_json()}
