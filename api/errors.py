@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from domain.errors import (
     AuthenticationFailed,
     ConfigurationError,
+    Conflict,
     InvalidRequest,
     NotFound,
     Overloaded,
@@ -32,6 +33,7 @@ _STATUS: list[tuple[type[SwitchboardError], int, str]] = [
     (AuthenticationFailed, 401, "authentication_error"),
     (PermissionDenied, 403, "permission_error"),
     (NotFound, 404, "invalid_request_error"),
+    (Conflict, 409, "invalid_request_error"),
     (Unprocessable, 422, "invalid_request_error"),
     (PayloadTooLarge, 413, "invalid_request_error"),
     (Overloaded, 429, "rate_limit_error"),

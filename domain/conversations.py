@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Row, and_, asc, desc, func, or_, select, update
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
 
 from domain.database import conflict_insert
 from domain.models import UNFINISHED, Conversation, Message, Run, ToolCall, utcnow
@@ -69,20 +70,23 @@ async def get_or_create_id(
 async def recent_messages(
     connection: AsyncConnection, *, user_id: str, conversation_id: int, limit: int, up_to_run: str | None = None
 ) -> Sequence[Row[Any]]:
-    """The newest `limit` messages, oldest first.
+    """The newest `limit` messages, oldest first, in the order of the turns they belong to.
 
-    With `up_to_run`, messages stored after that run's own input are left out: a turn sent while an
-    earlier one is still running must not leak into the earlier one's context.
+    With `up_to_run`, the turns that came after that run are left out: a turn sent while an earlier
+    one was still running waits for it (one turn at a time per conversation) and must see its answer,
+    stored after the later turn's input, but not the other way round.
     """
-    query = select(Message).where(Message.user_id == user_id, Message.conversation_id == conversation_id)
+    turn = aliased(Run)
+    turn_time = func.coalesce(turn.created_at, Message.created_at)
+    query = (
+        select(Message)
+        .outerjoin(turn, turn.id == Message.run_id)
+        .where(Message.user_id == user_id, Message.conversation_id == conversation_id)
+    )
     if up_to_run is not None:
-        last_input = (
-            select(func.max(Message.id))
-            .where(Message.run_id == up_to_run, Message.conversation_id == conversation_id)
-            .scalar_subquery()
-        )
-        query = query.where(Message.id <= last_input)
-    result = await connection.execute(query.order_by(Message.id.desc()).limit(limit))
+        this_turn = select(Run.created_at).where(Run.id == up_to_run).scalar_subquery()
+        query = query.where(turn_time <= this_turn)
+    result = await connection.execute(query.order_by(turn_time.desc(), Message.id.desc()).limit(limit))
     return list(reversed(result.all()))
 
 

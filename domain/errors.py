@@ -78,6 +78,12 @@ class PermissionDenied(SwitchboardError):
     code = "permission_denied"
 
 
+class Conflict(SwitchboardError):
+    """The request clashes with the state of what it names (a conversation busy with another turn)."""
+
+    code = "conflict"
+
+
 class NotFound(SwitchboardError):
     """Missing, or owned by someone else: the two are deliberately indistinguishable."""
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.models import Run, utcnow
+from domain.runs import earlier_turn_unfinished
 
 BATCH = 500
 
@@ -28,7 +29,8 @@ class Unfinished:
 async def queued_before(connection: AsyncConnection, *, age_s: float) -> list[Unfinished]:
     """Queued runs accepted more than `age_s` ago: their job should long have been taken."""
     cutoff = utcnow() - timedelta(seconds=age_s)
-    return await _select(connection, Run.status == "queued", Run.created_at < cutoff)
+    # One that waits for an earlier turn of its conversation is queued when that turn ends.
+    return await _select(connection, Run.status == "queued", Run.created_at < cutoff, ~earlier_turn_unfinished())
 
 
 async def lapsed(connection: AsyncConnection) -> list[Unfinished]:

@@ -10,11 +10,15 @@ plus the conversation's row id) when it claims the run. Redis carries only the r
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.chat import ChatMessage, ModelParams, ToolChoice, ToolDefinition
+
+# What a turn sent to a conversation that has one queued or running does: wait its turn, be refused
+# (409 `conversation_busy`), or stop the one in progress and go next.
+ConversationPolicy = Literal["enqueue", "reject", "interrupt"]
 
 
 def new_run_id() -> str:
@@ -53,6 +57,7 @@ class RunRequest(RunSpec):
     # True when the API made the key up just now, so there is nothing to look up.
     new_conversation: bool = False
     new_messages: list[ChatMessage] = Field(default_factory=list)
+    conversation_policy: ConversationPolicy = "enqueue"
 
 
 class ChatJob(RunSpec):

@@ -18,11 +18,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Row, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
 
 from domain import admission, conversations
 from domain.chat import ChatMessage, ToolCallSpec
 from domain.database import conflict_insert
-from domain.errors import RunFailureCode
+from domain.errors import Conflict, RunFailureCode
 from domain.events import RunCancelled, RunCompleted, RunFailed, TerminalEvent, Usage
 from domain.models import UNFINISHED, Message, Run, utcnow
 from domain.run_request import ChatJob, RunRequest
@@ -33,6 +34,8 @@ class AcceptedTurn:
     run_id: str
     conversation_id: int | None
     conversation_key: str | None
+    # Runs of the conversation this turn interrupts (policy `interrupt`), to be told to stop.
+    interrupted: tuple[Row[Any], ...] = ()
 
 
 def storable_text(text: str) -> str:
@@ -99,6 +102,9 @@ async def accept(
             known_new=request.new_conversation,
             title=conversations.title_from(first_user),
         )
+    interrupted: tuple[Row[Any], ...] = ()
+    if conversation_id is not None and request.conversation_policy != "enqueue":
+        interrupted = await _make_way(connection, request, conversation_id)
     run = {
         "id": run_id,
         "user_id": user_id,
@@ -135,7 +141,27 @@ async def accept(
                 for index, message in enumerate(new_messages)
             ],
         )
-    return AcceptedTurn(run_id=run_id, conversation_id=conversation_id, conversation_key=conversation_key)
+    return AcceptedTurn(
+        run_id=run_id, conversation_id=conversation_id, conversation_key=conversation_key, interrupted=interrupted
+    )
+
+
+async def _make_way(connection: AsyncConnection, request: RunRequest, conversation_id: int) -> tuple[Row[Any], ...]:
+    """Apply a `reject` or `interrupt` policy to the conversation's turns still queued or running."""
+    result = await connection.execute(
+        select(Run.id).where(Run.conversation_id == conversation_id, Run.status.in_(UNFINISHED))
+    )
+    busy = [row.id for row in result]
+    if not busy:
+        return ()
+    if request.conversation_policy == "reject":
+        raise Conflict(
+            "this conversation has a turn in progress: wait for it, cancel it, "
+            "or send X-Conversation-Policy: interrupt",
+            code="conversation_busy",
+        )
+    stopped = [await request_cancel(connection, run_id=run_id, user_id=request.user_id) for run_id in busy]
+    return tuple(row for row in stopped if row is not None)
 
 
 async def load(connection: AsyncConnection, run_id: str) -> Row[Any] | None:
@@ -164,6 +190,7 @@ async def claim(connection: AsyncConnection, *, run_id: str, lease_s: float, max
             Run.id == run_id,
             Run.attempt < max_attempts,
             Run.cancel_requested_at.is_(None),
+            ~earlier_turn_unfinished(),
             or_(Run.status == "queued", and_(Run.status == "running", Run.lease_expires_at < now)),
         )
         .values(
@@ -186,6 +213,32 @@ async def claim(connection: AsyncConnection, *, run_id: str, lease_s: float, max
         conversation_id=row.conversation_id,
         **(row.spec or {}),
     )
+
+
+def earlier_turn_unfinished() -> ColumnElement[bool]:
+    """Whether an earlier turn of the run's conversation is still queued or running: one turn at a
+    time per conversation, each seeing the answers before it. Runs outside a conversation never wait."""
+    earlier = aliased(Run)
+    return (
+        select(earlier.id)
+        .where(
+            earlier.conversation_id == Run.conversation_id,
+            earlier.status.in_(UNFINISHED),
+            or_(earlier.created_at < Run.created_at, and_(earlier.created_at == Run.created_at, earlier.id < Run.id)),
+        )
+        .exists()
+    )
+
+
+async def next_turn(connection: AsyncConnection, *, conversation_id: int) -> str | None:
+    """The conversation's oldest queued turn, whose wait may just have ended."""
+    result = await connection.execute(
+        select(Run.id)
+        .where(Run.conversation_id == conversation_id, Run.status == "queued")
+        .order_by(Run.created_at, Run.id)
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
 
 
 def _current(run_id: str, attempt: int) -> ColumnElement[bool]:

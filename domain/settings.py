@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     run_timeout_s: float = Field(default=300.0, gt=0)
     # A running attempt renews its lease; one whose lease lapsed this long ago is lost and retried.
     run_lease_s: float = Field(default=15.0, gt=0)
+    # A turn for a conversation that has one queued or running: enqueue, reject or interrupt.
+    conversation_policy: Literal["enqueue", "reject", "interrupt"] = "enqueue"
     # Attempts a run gets before it fails with `worker_lost`.
     run_max_attempts: int = Field(default=3, ge=1)
     # How long an open stream waits for Redis to come back before it catches up or gives up.

@@ -29,6 +29,7 @@ from workers.agent_runner import RunOutcome
 from workers.context import DEPS_KEY, WorkerDeps
 from workers.provider_errors import ProviderFailure, provider_errors
 from workers.publisher import RunPublisher
+from workers.requeue import requeue
 
 log = structlog.get_logger("switchboard.worker")
 
@@ -92,6 +93,8 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
     finally:
         deps.cancels.forget(run_id)
         deps.leases.release(run_id)
+        if job.conversation_id is not None:
+            await _queue_next_turn(deps, job.conversation_id)
 
 
 async def _claim(deps: WorkerDeps, run_id: str) -> _Claimed | None:
@@ -199,6 +202,18 @@ async def _fail(deps: WorkerDeps, publisher: RunPublisher, failure: RunFailure) 
             publisher, RunFailed(run_id=run_id, attempt=attempt, code=failure.code, message=failure.message)
         )
     return "failed"
+
+
+async def _queue_next_turn(deps: WorkerDeps, conversation_id: int) -> None:
+    """The conversation's next turn waited for this one (one turn at a time): it may go now. Should
+    this fail, the reconciler queues it within a round."""
+    try:
+        async with unavailable_on_connection_errors(), deps.db_engine.connect() as connection:
+            next_run = await runs.next_turn(connection, conversation_id=conversation_id)
+        if next_run is not None:
+            await requeue(deps.queue, next_run)
+    except (ServiceUnavailable, RedisError, OSError) as exc:
+        log.info("run.next_turn_not_queued", error=str(exc))
 
 
 async def _cancelled(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob) -> str:

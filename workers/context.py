@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
 from redis.asyncio import Redis
@@ -27,6 +28,8 @@ class WorkerDeps:
     http_client: httpx2.AsyncClient
     runners: Mapping[str, AgentRunner]
     leases: LeaseKeeper
+    # arq's own connection pool (`arq.connections.ArqRedis`), for putting runs back on the queue.
+    queue: Any
     cancels: Cancellations
 
     async def aclose(self) -> None:

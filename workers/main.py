@@ -53,14 +53,14 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         nonlocal reconciler
         # Agents SDK traces go to OpenAI's servers: only when the operator asked for them.
         agents.set_tracing_disabled(not settings.agents_tracing)
-        deps = _build_deps(settings)
+        deps = _build_deps(settings, queue=ctx["redis"])
         ctx[DEPS_KEY] = deps
         deps.events.start()
         deps.leases.start()
         deps.cancels.start()
         # While the database is away the worker takes no work: it could not carry a run to its end.
         worker.ready_to_claim = lambda: deps.leases.database_ok
-        reconciler = Reconciler(deps, ctx["redis"])
+        reconciler = Reconciler(deps)
         reconciler.start()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -93,7 +93,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
     return worker
 
 
-def _build_deps(settings: Settings) -> WorkerDeps:
+def _build_deps(settings: Settings, *, queue: Any) -> WorkerDeps:
     db_engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     http_client = create_http_client(settings)
@@ -102,6 +102,7 @@ def _build_deps(settings: Settings) -> WorkerDeps:
     return WorkerDeps(
         settings=settings,
         cancels=cancels,
+        queue=queue,
         db_engine=db_engine,
         redis=redis,
         event_log=event_log,

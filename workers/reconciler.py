@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import structlog
 from arq.constants import job_key_prefix
@@ -26,12 +25,12 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain import keys, run_recovery, runs
+from domain import run_recovery, runs
 from domain.database import unavailable_on_connection_errors
 from domain.errors import RunFailureCode, ServiceUnavailable
-from domain.job_codec import CHAT_JOB
 from domain.run_recovery import Unfinished
 from workers.context import WorkerDeps
+from workers.requeue import requeue
 
 log = structlog.get_logger("switchboard.worker.reconciler")
 
@@ -42,9 +41,9 @@ ADVISORY_LOCK_KEY = 0x5B0A2D
 
 
 class Reconciler:
-    def __init__(self, deps: WorkerDeps, arq_redis: Any) -> None:
+    def __init__(self, deps: WorkerDeps) -> None:
         self._deps = deps
-        self._arq = arq_redis
+        self._arq = deps.queue
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -110,9 +109,7 @@ class Reconciler:
 
     async def _requeue(self, runs_: list[Unfinished], *, action: str) -> None:
         for run in runs_:
-            job = await self._arq.enqueue_job(CHAT_JOB, {"run_id": run.id}, _job_id=run.id, _queue_name=keys.QUEUE_NAME)
-            if job is not None:
-                await self._arq.rpush(keys.WAKE_LIST, run.id)
+            if await requeue(self._arq, run.id):
                 log.warning(f"reconciler.{action}_run", run_id=run.id, attempt=run.attempt, status=run.status)
 
 

@@ -112,6 +112,7 @@ class SwitchboardChatKitServer(ChatKitServer[ChatKitContext]):
             # The turn is stored already, by ChatKit's save of the user's item under this run's name.
             new_messages=[],
             run_id=run_id,
+            conversation_policy=context.state.settings.conversation_policy,
         )
         try:
             async with start_run(context.state, request, stop=context.stop) as run:

@@ -30,7 +30,7 @@ async def cancel_run(state: AppState, *, user_id: str, run_id: str) -> Row[Any] 
     async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
         run = await runs.request_cancel(connection, run_id=run_id, user_id=user_id)
     if run is not None:
-        await _deliver(state, [run])
+        await deliver_cancels(state, [run])
     return run
 
 
@@ -57,7 +57,8 @@ async def wait_until_finished(state: AppState, run_id: str, *, timeout_s: float)
         await asyncio.sleep(POLL_S)
 
 
-async def _deliver(state: AppState, rows: Sequence[Row[Any]]) -> None:
+async def deliver_cancels(state: AppState, rows: Sequence[Row[Any]]) -> None:
+    """Tell whoever must know that these runs (rows from `runs.request_cancel`) were asked to stop."""
     try:
         for run in rows:
             if run.status == "running":

@@ -19,6 +19,7 @@ import anyio
 import structlog
 
 from api.relay import admission
+from api.relay.cancel import deliver_cancels
 from api.relay.follow import follow_run
 from api.relay.progress import RunProgress
 from api.state import AppState
@@ -66,6 +67,9 @@ async def start_run(
             subscription = await listening.enter_async_context(state.hub.subscribe(request.run_id))
             accepted = await _accept(state, request, idempotency=idempotency, queue_full=queue_full)
             replayed = accepted.run_id != request.run_id
+            if accepted.interrupted:
+                # Policy `interrupt`: the turns in progress stop, keeping what they said; this one goes next.
+                await deliver_cancels(state, accepted.interrupted)
             if replayed:
                 # An earlier request's run answers this one: listen to it instead.
                 await listening.aclose()
