@@ -18,6 +18,7 @@ from api.errors import error_body
 from api.openai.chunks import ChunkWriter, usage_body
 from api.openai.schemas import ChatCompletionRequest
 from api.relay.admission import idempotency_key
+from api.relay.policy import conversation_policy
 from api.relay.progress import (
     RESTARTED_MESSAGE,
     Cancelled,
@@ -99,6 +100,7 @@ def _run_request(request: Request, body: ChatCompletionRequest, *, user_id: str)
         conversation_key=None if background else (conversation_key or conversations.new_conversation_key()),
         new_conversation=conversation_key is None,
         new_messages=new_messages,
+        conversation_policy=conversation_policy(request, request.state.app.settings),
         # An unstored turn has no window to draw on: what the client sent is all the model gets.
         history=list(body.messages) if background else history,
         system_messages=system_messages,

@@ -7,7 +7,7 @@ that the run started over. The stream ends after the terminal event.
 
 When the replay log is gone (expired, or lost with its Redis) and the run has finished, its stored
 outcome is synthesized as a short stream: `run.started`, the whole answer as one `text.delta`, its
-client tool calls, then `run.completed` or `run.failed`. Synthesized events are numbered from 1 and
+client tool calls, then `run.completed`, `run.failed` or `run.cancelled`. Synthesized events are numbered from 1 and
 `after` applies to them; a client already past them gets the terminal event alone. If the log is lost
 part-way, the rest of the stored answer follows what was read, numbered on from there.
 """
@@ -26,7 +26,15 @@ from api.state import AppState
 from domain import runs
 from domain.database import unavailable_on_connection_errors
 from domain.errors import ServiceUnavailable
-from domain.events import ClientToolCallDelta, RunCompleted, RunEvent, RunFailed, RunStarted, TextDelta
+from domain.events import (
+    ClientToolCallDelta,
+    RunCancelled,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunStarted,
+    TextDelta,
+)
 from domain.models import FINISHED
 from domain.runs import StoredOutcome
 
@@ -159,12 +167,14 @@ class _Replayer:
         answer = outcome.answer
         text = answer.text if answer is not None else ""
         calls = (answer.tool_calls or []) if answer is not None else []
-        terminal: RunEvent | None = None
+        terminal: RunEvent
         if outcome.status == "succeeded":
             terminal = RunCompleted(
                 run_id=run_id, attempt=attempt, finish_reason="tool_calls" if calls else "stop", usage=outcome.usage
             )
-        elif outcome.status == "failed":
+        elif outcome.status == "cancelled":
+            terminal = RunCancelled(run_id=run_id, attempt=attempt)
+        else:
             terminal = RunFailed(
                 run_id=run_id,
                 attempt=attempt,
@@ -193,8 +203,7 @@ class _Replayer:
                     arguments=call.function.arguments,
                 )
             )
-        if terminal is not None:
-            events.append(terminal)
+        events.append(terminal)
         if self._last_seq:
             first = max(self._last_seq, self._after) + 1
             numbered = [event.model_copy(update={"seq": first + n}) for n, event in enumerate(events)]

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from api.body import read_json, validate
 from api.relay.admission import idempotency_key
+from api.relay.policy import conversation_policy
 from api.relay.progress import (
     RESTARTED_MESSAGE,
     Cancelled,
@@ -72,6 +73,7 @@ async def chat(request: Request) -> Response:
         conversation_key=key or conversations.new_conversation_key(),
         new_conversation=key is None,
         new_messages=[ChatMessage(role="user", content=body.message)],
+        conversation_policy=conversation_policy(request, state.settings),
     )
     idempotency = idempotency_key(request, data)
     if "text/event-stream" not in request.headers.get("accept", ""):
