@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import anyio
 from redis.exceptions import RedisError
@@ -50,25 +51,33 @@ async def replay_run(
     state: AppState, run_id: str, *, after: int = 0, stop: anyio.Event | None = None
 ) -> AsyncIterator[RunEvent]:
     """The run's events with seq > `after`, live until its terminal event (or `stop`, or silence)."""
-    settings = state.settings
     async with state.hub.subscribe(run_id) as subscription:
         await subscription.ready()
-        # Start with a catch-up from the log: everything published from now on is also in the queue.
-        subscription.queue.put_nowait(GAP)
-        watcher = asyncio.create_task(_stop_when(stop, subscription)) if stop is not None else None
-        try:
-            replayer = _Replayer(state, subscription, after=after, reconnect_s=settings.relay_reconnect_s)
-            async for event in replayer.events(settings.run_timeout_s + settings.relay_grace_s):
-                yield event
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+        source = RunEventSource(state, subscription, after=after, catch_up_first=True)
+        async for event in source.events(stop=stop):
+            yield event
 
 
-class _Replayer:
-    def __init__(self, state: AppState, subscription: Subscription, *, after: int, reconnect_s: float) -> None:
+Ending = Literal["stopped", "silent", "lost"]
+
+
+class RunEventSource:
+    """One run's events for one listener, through a subscription the caller holds.
+
+    `events()` ends after the terminal event; when it ends without one, `ended` says why: `stopped`
+    (the server is shutting down), `silent` (no word for longer than a run may take, and no end in
+    its row), or `lost` (Redis lost the log of a run that has not ended).
+    """
+
+    def __init__(
+        self, state: AppState, subscription: Subscription, *, after: int = 0, catch_up_first: bool = False
+    ) -> None:
+        self.ended: Ending | None = None
+        self._silence_timeout_s = state.settings.run_timeout_s + state.settings.relay_grace_s
+        reconnect_s = state.settings.relay_reconnect_s
+        if catch_up_first:
+            # Everything published from now on is also in the queue: start with what the log holds.
+            subscription.queue.put_nowait(GAP)
         self._state = state
         self._subscription = subscription
         self._after = after
@@ -80,7 +89,18 @@ class _Replayer:
         self._text: list[str] = []
         self._client_calls = False
 
-    async def events(self, silence_timeout_s: float) -> AsyncIterator[RunEvent]:
+    async def events(self, *, stop: anyio.Event | None = None) -> AsyncIterator[RunEvent]:
+        watcher = asyncio.create_task(_stop_when(stop, self._subscription)) if stop is not None else None
+        try:
+            async for event in self._events(self._silence_timeout_s):
+                yield event
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    async def _events(self, silence_timeout_s: float) -> AsyncIterator[RunEvent]:
         queue = self._subscription.queue
         while True:
             item: RunEvent | Gap | Stop
@@ -93,11 +113,14 @@ class _Replayer:
             else:
                 silent = False
             if isinstance(item, Stop):
+                self.ended = "stopped"
                 return
             if isinstance(item, Gap):
                 batch = await self._catch_up()
                 if batch is None:
+                    self.ended = "lost"
                     async for event in self._from_database():
+                        self.ended = None
                         yield event
                     return
             else:
@@ -113,8 +136,10 @@ class _Replayer:
                     return
             if silent:
                 # Nothing for longer than a run may take: its end, if it has one, is in its row.
+                self.ended = "silent"
                 if await self._finished():
                     async for event in self._from_database():
+                        self.ended = None
                         yield event
                 return
 
