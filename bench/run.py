@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -50,12 +49,6 @@ PATHS = {
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -393,6 +386,8 @@ async def bench_direct(llm_port: int, fake: Server, opts: Options, results: list
 async def bench_inprocess(
     llm_url: str, fake: Server, opts: Options, results: list[dict[str, Any]], profile: dict[str, Any] | None
 ) -> None:
+    from tests._services import free_port
+
     port = free_port()
     app = Server("inprocess", [PY, "-m", "bench.inprocess_app", "--port", str(port), "--llm-base-url", llm_url])
     try:

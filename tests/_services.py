@@ -174,10 +174,15 @@ def _redis_ping(port: int) -> bool:
 
 
 class RedisServer:
-    """A private redis-server on a free port, without persistence."""
+    """A private redis-server on a free port, without persistence.
 
-    def __init__(self) -> None:
+    ``args`` are more command-line settings, e.g. ``("--user", "default on nopass ~* &* +@all -@scripting")``
+    for a server whose default user may not run scripts.
+    """
+
+    def __init__(self, *args: str) -> None:
         self.binary = find_redis_server()
+        self.args = args
         self.port = 0
         self.dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -223,6 +228,7 @@ class RedisServer:
                         "no",
                         "--databases",
                         "16",
+                        *self.args,
                     ],
                     stdout=out,
                     stderr=subprocess.STDOUT,

@@ -8,19 +8,26 @@ each other's way by using their own conversation ids. `sqlite_deployment` is the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import pytest_asyncio
 
-from tests.deployment import Deployment
 from tests.fake_llm import FakeLLM
+
+if TYPE_CHECKING:
+    # Imported where it is used: it imports tests._services, which pytest must import first, as the
+    # plugin named below, to rewrite its asserts.
+    from tests.deployment import Deployment
 
 pytest_plugins = ["tests._services"]
 
-DeployFactory = Callable[..., Awaitable[Deployment]]
+DeployFactory = Callable[..., Awaitable["Deployment"]]
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def deployment(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[Deployment]:
+    from tests.deployment import Deployment
+
     running = await Deployment(database=postgres_url, redis_url=redis_url, llm_base_url=fake_llm.base_url).start()
     yield running
     await running.stop()
@@ -28,6 +35,8 @@ async def deployment(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> As
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def sqlite_deployment(redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[Deployment]:
+    from tests.deployment import Deployment
+
     running = await Deployment(database="sqlite", redis_url=redis_url, llm_base_url=fake_llm.base_url).start()
     yield running
     await running.stop()
@@ -35,6 +44,8 @@ async def sqlite_deployment(redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def deploy(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[DeployFactory]:
+    from tests.deployment import Deployment
+
     started: list[Deployment] = []
 
     async def factory(

@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from switchboard.migrate import upgrade
+from tests._services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
@@ -87,24 +87,34 @@ class Deployment:
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.engine: AsyncEngine | None = None
+        self._openai_http: httpx2.AsyncClient | None = None
+        self._stopped = False
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> Deployment:
-        self.database_url = await self._create_database()
-        self.env["SWITCHBOARD_DATABASE_URL"] = self.database_url
-        await asyncio.to_thread(upgrade, self.database_url)
-        redis = aioredis.from_url(self.redis_url)
-        await redis.flushdb()
-        await redis.aclose()
-        for _ in range(self._worker_count):
-            self.start_worker()
-        self.api = self._spawn("api", "--port", str(self.port))
-        await self._wait_until_ready()
-        self.engine = create_async_engine(self.database_url)
+        try:
+            self.database_url = await self._create_database()
+            self.env["SWITCHBOARD_DATABASE_URL"] = self.database_url
+            await asyncio.to_thread(upgrade, self.database_url)
+            redis = aioredis.from_url(self.redis_url)
+            await redis.flushdb()
+            await redis.aclose()
+            for _ in range(self._worker_count):
+                self.start_worker()
+            self.api = self._spawn("api", "--port", str(self.port))
+            await self._wait_until_ready()
+            self.engine = create_async_engine(self.database_url)
+        except BaseException:
+            # Nobody stops a deployment that never started: leave no process, database or Redis db behind.
+            await self.stop()
+            raise
         return self
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         for process in [*self.workers, self.api]:
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -114,11 +124,14 @@ class Deployment:
                     await asyncio.to_thread(process.wait, 20)
                 except subprocess.TimeoutExpired:
                     process.kill()
+                    await asyncio.to_thread(process.wait)
         if self._claims_redis_db:
             _redis_dbs_in_use.discard(self._redis_db)
+        if self._openai_http is not None:
+            await self._openai_http.aclose()
         if self.engine is not None:
             await self.engine.dispose()
-        if self._pg_admin_url is not None:
+        if self._pg_admin_url is not None and self.database_url:
             connection = await asyncpg.connect(_plain(self._pg_admin_url))
             try:
                 name = self.database_url.rsplit("/", 1)[1]
@@ -140,10 +153,11 @@ class Deployment:
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
         name = f"{args[0]}-{len(self.workers)}" if args[0] == "worker" else args[0]
-        log = open(self._logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args], env=self.env, cwd=ROOT, stdout=log, stderr=log
-        )
+        # The child gets its own copy of the descriptor: ours is closed as soon as it has started.
+        with open(self._logs / f"{name}.log", "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "switchboard", *args], env=self.env, cwd=ROOT, stdout=log, stderr=log
+            )
 
     async def _create_database(self) -> str:
         if self._pg_admin_url is None:
@@ -196,8 +210,17 @@ class Deployment:
     # ------------------------------------------------------------------ clients
 
     def openai(self, user: str = "alice", **kwargs: Any) -> openai.AsyncOpenAI:
+        """A client for the OpenAI surface. Tests make these inline and drop them, so none owns a connection:
+        they share this deployment's pool, which `stop` closes."""
+        if self._openai_http is None:
+            self._openai_http = openai.DefaultAsyncHttpxClient()
         return openai.AsyncOpenAI(
-            base_url=f"{self.base_url}/v1", api_key=USERS[user], max_retries=0, timeout=60, **kwargs
+            base_url=f"{self.base_url}/v1",
+            api_key=USERS[user],
+            max_retries=0,
+            timeout=60,
+            http_client=self._openai_http,
+            **kwargs,
         )
 
     def http(self, user: str | None = "alice") -> httpx2.AsyncClient:
@@ -239,12 +262,6 @@ async def running_deployment(
         yield await deployment.start()
     finally:
         await deployment.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _plain(url: str) -> str:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -26,15 +25,10 @@ import pytest
 import yaml
 
 from domain.settings import Settings
+from tests._services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_CONFIG = 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(**settings: str) -> dict[str, str]:
@@ -319,13 +313,14 @@ async def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
         names = [" ".join(child.cmdline()) for child in dev.children]
         assert any("redis-server" in name for name in names), names
 
-        client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=30)
-        reply = await client.chat.completions.create(
-            model="assistant", messages=[{"role": "user", "content": "hello from the dev test"}]
-        )
+        async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=30) as client:
+            reply = await client.chat.completions.create(
+                model="assistant", messages=[{"role": "user", "content": "hello from the dev test"}]
+            )
         assert "hello from the dev test" in (reply.choices[0].message.content or "")
-        with pytest.raises(openai.AuthenticationError):
-            await openai.AsyncOpenAI(base_url=base_url, api_key="wrong", max_retries=0).models.list()
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="wrong", max_retries=0) as wrong:
+            with pytest.raises(openai.AuthenticationError):
+                await wrong.models.list()
 
         key_file = tmp_path / "var" / "dev-api-key"
         assert key_file.read_text().strip() == api_key
@@ -341,10 +336,10 @@ async def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
     async with dev_session(tmp_path, env, port) as dev:
         _, again = await dev.start()
         assert again == api_key
-        client = openai.AsyncOpenAI(base_url=base_url, api_key=again, max_retries=0, timeout=30)
-        reply = await client.chat.completions.create(
-            model="assistant", messages=[{"role": "user", "content": "hello again"}]
-        )
+        async with openai.AsyncOpenAI(base_url=base_url, api_key=again, max_retries=0, timeout=30) as client:
+            reply = await client.chat.completions.create(
+                model="assistant", messages=[{"role": "user", "content": "hello again"}]
+            )
         assert "hello again" in (reply.choices[0].message.content or "")
         assert await dev.interrupt() == 0, f"{dev.output}\n{dev.stderr}"
         _, alive = psutil.wait_procs(dev.children, timeout=5)

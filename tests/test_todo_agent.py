@@ -15,24 +15,26 @@ import json
 import os
 import signal
 import sys
-import time
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import pytest_asyncio
 from mcp import Client
 from mcp_types import RequestParamsMeta, TextContent
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.deployment import Deployment, running_deployment
 from tests.fake_llm import FakeLLM
 from todo.server import CALL_ID_META_KEY, RunBinding, TodoScope, create_todo_server
-from workers.todo_mcp import bound_session
+from workers.todo_mcp import SESSION_CLOSE_GRACE_S, bound_session
 
-# A dead worker's job is retried once its 15 s lease lapses.
-LEASE_S = 15.0
+# A dead worker's run is retried once its lease lapses: short here, so the retry test does not wait long.
+LEASE_S = 3.0
 
 
 def marker() -> str:
@@ -59,7 +61,7 @@ async def demo(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> AsyncIte
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def retried(postgres_url: str, redis_url: str, fake_llm: FakeLLM) -> AsyncIterator[Deployment]:
-    async with _deployment(postgres_url, redis_url, fake_llm) as running:
+    async with _deployment(postgres_url, redis_url, fake_llm, {"SWITCHBOARD_RUN_LEASE_S": f"{LEASE_S:g}"}) as running:
         yield running
 
 
@@ -224,6 +226,9 @@ async def test_a_retried_run_resumes_after_its_recorded_calls_and_does_nothing_t
     run_id = await run_of(running, key)
     recorded = await running.wait_for("SELECT id FROM tool_calls WHERE run_id = :id", id=run_id, timeout_s=15)
     assert recorded, running.logs()
+    # The attempt holds the deployment's short lease, not the default one.
+    [lease] = await running.query("SELECT lease_expires_at - now() AS remaining FROM runs WHERE id = :id", id=run_id)
+    assert lease["remaining"] <= timedelta(seconds=LEASE_S), lease
     first_worker.kill()
     assert await asyncio.to_thread(first_worker.wait, 5) == -signal.SIGKILL
     assert (await running.query("SELECT status FROM runs WHERE id = :id", id=run_id)) == [{"status": "running"}]
@@ -321,11 +326,59 @@ async def test_the_demo_general_assistant_is_unchanged(demo: Deployment) -> None
 
 async def test_many_runs_in_a_row_leave_the_worker_healthy(todo: Deployment) -> None:
     """Each run opens and closes its own MCP session; none of them may linger or slow the next."""
-    started = time.monotonic()
     for _ in range(5):
         said(await ask(todo, tool("list_tasks"), user="carol"))
-    assert time.monotonic() - started < 10
+    # A session closes as soon as its run is done with it: its serving loop ends by itself, without
+    # waiting out the grace given to one that would not (that wait would hold up every run by as much).
+    for _ in range(5):
+        assert await asyncio.to_thread(closes_without_waiting, todo.database_url), (
+            f"closing a run's MCP session waited for a timer (its {SESSION_CLOSE_GRACE_S:g} s grace)"
+        )
     assert [worker.poll() for worker in todo.workers] == [None]
+
+
+class FrozenClockLoop(asyncio.SelectorEventLoop):
+    """An event loop on which time stands still until `thaw`: no timer can fire, however long it runs.
+
+    Work that finishes on it never waited for a timer, on any machine, at any speed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = super().time()
+        self.thawed = False
+
+    def time(self) -> float:
+        return self._now
+
+    def thaw(self) -> None:
+        """Let time jump far ahead, so that whatever waits for a timer finishes (and fails the check)."""
+        self._now += 24 * 3600
+        self.thawed = True
+
+
+def closes_without_waiting(database_url: str, hang_guard_s: float = 30.0) -> bool:
+    """Open a session bound to a run the way a worker does, list the tools, close it: on a frozen clock."""
+
+    async def session() -> None:
+        engine = create_async_engine(database_url)  # the tools are listed, never called: it is never used
+        try:
+            scope = TodoScope(db_engine=engine)
+            async with Client(bound_session(create_todo_server(db_engine=engine), scope), mode="legacy") as client:
+                assert [tool.name for tool in (await client.list_tools()).tools]
+        finally:
+            await engine.dispose()
+
+    loop = FrozenClockLoop()
+    guard = threading.Timer(hang_guard_s, lambda: loop.call_soon_threadsafe(loop.thaw))
+    try:
+        guard.start()
+        loop.run_until_complete(session())
+    finally:
+        guard.cancel()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    return not loop.thawed
 
 
 # ------------------------------------------------------------------ start-up
