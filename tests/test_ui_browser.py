@@ -239,3 +239,148 @@ async def test_errors_read_as_sentences(browser: Browser, deployment: Deployment
     await expect(page.get_by_label("API key or token")).to_be_focused()
     assert await page.evaluate("sessionStorage.length") == 0
     assert watched.errors == []
+
+
+# ---------------------------------------------------------------------------- run control (issue 9, section 4)
+
+SCREENSHOTS = os.environ.get("UI_SCREENSHOT_DIR")  # set it to look at the page in these states
+
+
+async def screenshot(page: Page, name: str) -> None:
+    if SCREENSHOTS:
+        await page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"))
+
+
+def slow(tokens: int, delay_s: float) -> str:
+    """A message the fake model answers with `tokens` pieces "tok ", one every `delay_s` seconds."""
+    return f"[[tokens:{tokens}]] [[tokendelay:{delay_s:g}]]"
+
+
+async def reply_text(page: Page, index: int = -1) -> str:
+    """The text of an assistant reply exactly as shown (textContent: no whitespace folded)."""
+    texts: list[str] = await page.locator(".message.assistant").evaluate_all(
+        "replies => replies.map(r => [...r.querySelectorAll('.message-text')].map(p => p.textContent).join(''))"
+    )
+    return texts[index]
+
+
+async def stored_answers(deployment: Deployment, user: str, conversation_id: str) -> list[str]:
+    async with deployment.http(user) as client:
+        response = await client.get(f"/api/{user}/conversations/{conversation_id}/messages")
+    response.raise_for_status()
+    return [m["content"] for m in response.json()["data"] if m["role"] == "assistant"]
+
+
+async def send_slow(page: Page, text: str) -> tuple[str, str]:
+    """Send `text`; the conversation's id and the run's id, from the response's headers."""
+    composer = page.get_by_label("Message to the assistant")
+    await composer.fill(text)
+    async with page.expect_response(lambda response: response.url.endswith("/chat")) as chat:
+        await composer.press("Enter")
+    response: Any = await chat.value
+    return response.headers["x-conversation-id"], response.headers["x-run-id"]
+
+
+async def wait_for_tokens(page: Page, at_least: int) -> None:
+    pattern = re.compile(f"(tok ){{{at_least}}}")
+    await expect(page.locator(".message.assistant").last.locator(".message-text")).to_have_text(
+        pattern, timeout=REPLY_TIMEOUT_MS
+    )
+
+
+async def test_reload_and_a_second_tab_rejoin_a_streaming_answer(browser: Browser, deployment: Deployment) -> None:
+    first = await open_page(browser)
+    page = first.page
+    await page.goto(deployment.base_url + "/")
+    await sign_in(page, "alice")
+    conversation_id, run_id = await send_slow(page, slow(50, 0.1))
+    stop = page.get_by_role("button", name="Stop")
+    await expect(stop).to_be_visible()
+    await wait_for_tokens(page, 8)
+
+    # Reload mid-answer: the text so far is back at once (replayed, not re-streamed), then the rest.
+    await page.reload()
+    await expect(page.locator("#user-id")).to_have_text("alice")
+    await expect(page.locator(".message.user .message-text")).to_have_text([slow(50, 0.1)])
+    await expect(page.locator(".message.assistant .message-text")).to_have_text(re.compile(r"(tok ){8}"))
+    await expect(stop).to_be_visible()
+    assert (await reply_text(page)).count("tok") < 50, "the answer should still be coming in"
+    await screenshot(page, "rejoined")
+
+    # A second tab on the same conversation joins it too.
+    second = await open_page(browser)
+    await second.page.goto(f"{deployment.base_url}/#c={conversation_id}")
+    await sign_in(second.page, "alice")
+    await expect(second.page.locator(".message.assistant .message-text")).to_contain_text("tok ")
+    await expect(second.page.get_by_role("button", name="Stop")).to_be_visible()
+
+    whole = "tok " * 50
+    for watched in (first, second):
+        await expect(watched.page.get_by_role("button", name="Stop")).to_be_hidden(timeout=REPLY_TIMEOUT_MS)
+        await expect(watched.page.locator("#messages")).to_have_attribute("aria-busy", "false")
+        await expect(watched.page.locator(".message.assistant")).to_have_count(1)
+        await expect(watched.page.locator(".message.assistant.stopped")).to_have_count(0)
+        assert await reply_text(watched.page) == whole  # nothing doubled, nothing missing
+    assert await stored_answers(deployment, "alice", conversation_id) == [whole]
+    async with deployment.http("alice") as client:
+        assert (await client.get(f"/v1/runs/{run_id}")).json()["status"] == "succeeded"
+
+    # Once it has finished, a reload shows the stored answer alone, not marked as stopped.
+    await page.reload()
+    await expect(page.locator(".message.assistant")).to_have_count(1)
+    await expect(page.locator(".message.assistant .message-text")).to_have_text(re.compile(r"(tok ){50}"))
+    await expect(page.locator(".message.assistant.stopped")).to_have_count(0)
+    await expect(stop).to_be_hidden()
+    for watched in (first, second):
+        assert watched.errors == []
+
+
+async def test_stop_keeps_the_partial_answer_marked_as_stopped(browser: Browser, deployment: Deployment) -> None:
+    watched = await open_page(browser)
+    page = watched.page
+    await page.goto(deployment.base_url + "/")
+    await sign_in(page, "bob")
+    stop = page.get_by_role("button", name="Stop")
+    replies = page.locator(".message.assistant")
+
+    # 1. Stop the answer this tab asked for.
+    conversation_id, first_run = await send_slow(page, slow(300, 0.05))
+    await wait_for_tokens(page, 5)
+    await screenshot(page, "streaming")
+    await stop.click()
+    await expect(replies.first).to_have_class(re.compile(r"\bstopped\b"), timeout=5_000)
+    await expect(replies.first.locator(".message-stopped")).to_have_text("Stopped")
+    await expect(stop).to_be_hidden()
+    await expect(page.get_by_label("Message to the assistant")).to_be_focused()
+    shown = await reply_text(page, 0)
+    assert 5 <= shown.count("tok") < 300
+
+    # 2. Ask again, reload mid-answer, and stop the rejoined answer.
+    _, second_run = await send_slow(page, slow(300, 0.05))
+    await wait_for_tokens(page, 5)
+    await page.reload()
+    await expect(replies).to_have_count(2)
+    await expect(stop).to_be_visible()
+    # Well over a second after the first stop: a stored answer says nothing of its run, so the page
+    # tells a stopped one by its run's end time, and leaves two ends within one second unmarked.
+    await wait_for_tokens(page, 40)
+    await stop.click()
+    await expect(replies.last).to_have_class(re.compile(r"\bstopped\b"), timeout=5_000)
+    await expect(stop).to_be_hidden()
+    shown_again = await reply_text(page, 1)
+    assert 40 <= shown_again.count("tok") < 300
+    await screenshot(page, "stopped")
+
+    async with deployment.http("bob") as client:
+        for run_id in (first_run, second_run):
+            assert (await client.get(f"/v1/runs/{run_id}")).json()["status"] == "cancelled"
+    assert await stored_answers(deployment, "bob", conversation_id) == [shown, shown_again]
+
+    # 3. After a reload both partial answers are there, as they were, and still marked as stopped.
+    await page.reload()
+    await expect(replies).to_have_count(2)
+    await expect(page.locator(".message.assistant.stopped .message-stopped")).to_have_text(["Stopped", "Stopped"])
+    assert [await reply_text(page, 0), await reply_text(page, 1)] == [shown, shown_again]
+    await expect(stop).to_be_hidden()
+    await screenshot(page, "stopped-after-reload")
+    assert watched.errors == []

@@ -113,7 +113,7 @@
     tasks: [],
     tasksCursor: null,
     knownTaskIds: null, // ids shown last time (same filter), to highlight new ones
-    stream: null, // {controller, reason}
+    stream: null, // {controller, reason, runId, stopping}: the answer this tab is showing as it streams
     seq: { conversations: 0, messages: 0, tasks: 0 },
   };
 
@@ -176,6 +176,7 @@
           const block = buffer.slice(0, end);
           buffer = buffer.slice(end + 2);
           let event = "message";
+          let id = null;
           const data = [];
           for (const line of block.split("\n")) {
             if (!line || line.startsWith(":")) continue; // comments are keep-alive pings
@@ -185,8 +186,9 @@
             if (value.startsWith(" ")) value = value.slice(1);
             if (field === "event") event = value;
             else if (field === "data") data.push(value);
+            else if (field === "id") id = value;
           }
-          if (data.length) yield { event, data: data.join("\n") };
+          if (data.length) yield { event, data: data.join("\n"), id };
         }
       }
     } finally {
@@ -203,7 +205,7 @@
       "new-conversation", "conversation-list", "conversations-empty", "conversations-more", "avatar",
       "user-id", "sign-out", "open-sidebar", "chat-title", "open-tasks", "task-badge", "banner",
       "banner-text", "banner-close", "scroller", "welcome", "loading-messages", "messages", "composer",
-      "message-input", "stop", "send", "tasks-pane", "tasks-refresh", "tasks-error", "task-list",
+      "message-input", "stop", "stop-label", "send", "tasks-pane", "tasks-refresh", "tasks-error", "task-list",
       "tasks-empty", "tasks-more", "scrim", "announcer",
     ]) {
       els[id.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = document.getElementById(id);
@@ -429,24 +431,21 @@
     setTitle(state.titles.has(id) ? truncate(state.titles.get(id), 80) : "Conversation");
     renderConversations();
     try {
-      const messages = [];
-      let cursor = null;
-      do { // A conversation's whole history, a page at a time.
-        const params = new URLSearchParams({ limit: "200" });
-        if (cursor) params.set("cursor", cursor);
-        const body = await (await api(`${userPath("conversations", id, "messages")}?${params}`)).json();
-        if (seq !== state.seq.messages) return;
-        messages.push(...body.data);
-        cursor = body.next_cursor;
-      } while (cursor);
+      const history = await loadHistory(id, () => seq !== state.seq.messages);
+      if (!history) return;
+      const { messages, unfinished, runs } = history;
       const firstUser = messages.find((m) => m.role === "user" && m.content);
       if (firstUser) state.titles.set(id, firstUser.content);
       setTitle(firstUser ? truncate(firstUser.content, 80) : "Conversation");
       renderConversations();
-      const rendered = messages.map(renderStoredMessage).filter(Boolean);
+      const stopped = stoppedAnswers(messages, runs);
+      const rendered = messages.map((m) => renderStoredMessage(m, stopped.has(m.id))).filter(Boolean);
       els.messages.replaceChildren(...rendered);
-      els.welcome.hidden = rendered.length > 0;
+      els.welcome.hidden = rendered.length > 0 || unfinished.length > 0;
       scrollToEnd(true);
+      // An answer still being written (this page was reloaded mid-answer, or another tab asked):
+      // show what it said so far and follow the rest.
+      if (unfinished.length) rejoin(unfinished);
     } catch (err) {
       if (seq !== state.seq.messages) return;
       if (err instanceof ApiError && err.status === 404) {
@@ -461,6 +460,91 @@
     }
   }
 
+  async function loadMessages(id, stale) {
+    const messages = [];
+    let cursor = null;
+    do { // A conversation's whole history, a page at a time.
+      const params = new URLSearchParams({ limit: "200" });
+      if (cursor) params.set("cursor", cursor);
+      const body = await (await api(`${userPath("conversations", id, "messages")}?${params}`)).json();
+      if (stale()) return null;
+      messages.push(...body.data);
+      cursor = body.next_cursor;
+    } while (cursor);
+    return messages;
+  }
+
+  /** Runs of the conversation still queued or running, oldest first (the order they answer in). */
+  async function unfinishedRuns(id) {
+    const lists = await Promise.all(["running", "queued"].map(async (status) => {
+      const params = new URLSearchParams({ conversation_id: id, status, limit: "50" });
+      return (await (await api(`/v1/runs?${params}`)).json()).data;
+    }));
+    return lists.flat().sort((a, b) => (a.created_at ?? 0) - (b.created_at ?? 0));
+  }
+
+  /** The conversation's newest runs, any state (to tell which stored answers were stopped). */
+  async function recentRuns(id) {
+    const params = new URLSearchParams({ conversation_id: id, limit: "200" });
+    return (await (await api(`/v1/runs?${params}`)).json()).data;
+  }
+
+  /**
+   * The stored messages, and the runs that were unfinished all the while they were read. Runs are
+   * asked for before and after the messages: when both answers name the same runs, none of them
+   * stored its answer (or a new question) in between, so following them from their first event
+   * shows every answer exactly once. Otherwise something finished meanwhile: read again.
+   */
+  async function loadHistory(id, stale) {
+    for (let attempt = 1; ; attempt++) {
+      const before = await unfinishedRuns(id).catch(runsUnavailable);
+      if (stale()) return null;
+      const messages = await loadMessages(id, stale);
+      if (!messages) return null;
+      const [unfinished, runs] = await Promise.all([
+        unfinishedRuns(id).catch(runsUnavailable),
+        recentRuns(id).catch(runsUnavailable),
+      ]);
+      if (stale()) return null;
+      const same = before.length === unfinished.length && before.every((run, i) => run.id === unfinished[i].id);
+      if (same || attempt >= 3) return { messages, unfinished, runs };
+    }
+  }
+
+  /** Without the runs API the stored history still shows; only rejoining and the stopped marks go. */
+  function runsUnavailable(err) {
+    if (isAbort(err) || (err instanceof ApiError && err.status === 401)) throw err;
+    return [];
+  }
+
+  /**
+   * Ids of the stored assistant messages whose run was cancelled. A message that names its run
+   * (`run_id`) is looked up directly. One that does not is matched by time: a cancelled run stores
+   * its partial answer in the same transaction that marks it finished, so the message is stamped
+   * milliseconds after the run's end, and `finished_at` is that end cut to whole seconds. It is marked
+   * only when exactly one of the conversation's runs ended then, and that one was cancelled: never a
+   * guess between two (two turns ending within the same second leave both unmarked).
+   */
+  function stoppedAnswers(messages, runs) {
+    const cancelled = new Set(runs.filter((run) => run.status === "cancelled").map((run) => run.id));
+    const marks = new Set();
+    if (!cancelled.size) return marks;
+    const ended = runs.filter((run) => run.finished_at != null);
+    for (const message of messages) {
+      if (message.role !== "assistant") continue;
+      if (message.run_id) {
+        if (cancelled.has(message.run_id)) marks.add(message.id);
+        continue;
+      }
+      const stamped = parseTime(message.created_at);
+      if (!stamped) continue;
+      const t = stamped.getTime() / 1000;
+      const near = ended.filter((run) => t >= run.finished_at - 0.05 && t < run.finished_at + 1.25);
+      if (near.length === 1 && cancelled.has(near[0].id)) marks.add(message.id);
+    }
+    return marks;
+  }
+
   // ------------------------------------------------------------------ messages
 
   function userMessage(text, createdAt) {
@@ -469,7 +553,7 @@
       h("p", { class: "message-text" }, text));
   }
 
-  function renderStoredMessage(message) {
+  function renderStoredMessage(message, stopped = false) {
     if (message.role === "user") return userMessage(message.content || "", message.created_at);
     if (message.role !== "assistant") return null;
     const reply = assistantMessage(message.created_at);
@@ -478,6 +562,7 @@
       reply.toolResult(call.tool, call.result);
     }
     if (message.content) reply.text(message.content);
+    if (stopped) reply.markStopped();
     reply.finish();
     return reply.el;
   }
@@ -494,6 +579,7 @@
     let segment = null;
     let gotText = false;
     let finished = false;
+    let stopped = false;
     const pending = [];
 
     const reply = {
@@ -531,13 +617,26 @@
         body.insertBefore(h("p", { class: "message-note" }, message), typing.parentNode === body ? typing : null);
         gotText = true;
       },
+      /** The run was stopped: what it said until then is the whole answer. */
+      markStopped() {
+        if (stopped) return;
+        stopped = true;
+        el.classList.add("stopped");
+        body.append(h("p", {
+          class: "message-stopped",
+          title: "This answer was stopped before it finished. What it said until then is kept.",
+        }, "Stopped"));
+      },
       finish(done) {
         if (finished) return;
         finished = true;
         if (!gotText && done && done.response) reply.text(done.response);
         typing.remove();
         for (const chip of pending.splice(0)) chip.resolve(undefined, true);
-        if (!gotText && !body.querySelector(".tool-call")) body.append(h("p", { class: "message-note" }, "(no reply)"));
+        if (!gotText && !body.querySelector(".tool-call")) {
+          const note = h("p", { class: "message-note" }, stopped ? "(stopped before it said anything)" : "(no reply)");
+          body.insertBefore(note, body.querySelector(".message-stopped"));
+        }
         if (createdAt == null) {
           const now = new Date().toISOString();
           time.textContent = clockTime(now);
@@ -545,6 +644,7 @@
           time.before("· ");
         }
       },
+      get stopped() { return stopped; },
       get hasContent() { return gotText || pending.length > 0 || Boolean(body.querySelector(".tool-call")); },
     };
     return reply;
@@ -644,6 +744,8 @@
 
   function setStreaming(on) {
     els.stop.hidden = !on;
+    els.stop.disabled = false;
+    els.stopLabel.textContent = "Stop";
     els.messages.setAttribute("aria-busy", on ? "true" : "false");
     updateSendButton();
   }
@@ -652,10 +754,48 @@
     els.send.disabled = Boolean(state.stream) || !els.messageInput.value.trim();
   }
 
+  /** "stop": ask the server to stop the run. Anything else (another conversation, signing out):
+   *  this tab stops listening, and the run goes on and is saved (reopening the conversation rejoins it). */
   function stopStream(reason) {
-    if (!state.stream) return;
-    state.stream.reason = reason;
-    state.stream.controller.abort();
+    const stream = state.stream;
+    if (!stream) return;
+    if (reason === "stop") {
+      requestStop(stream);
+      return;
+    }
+    stream.reason = reason;
+    stream.controller.abort();
+  }
+
+  function requestStop(stream) {
+    if (stream.stopping) return;
+    stream.stopping = true;
+    els.stop.disabled = true;
+    els.stopLabel.textContent = "Stopping…";
+    // Before the server has named the run there is nothing to cancel yet: send() does it on hearing the id.
+    if (stream.runId) cancelRun(stream);
+  }
+
+  /** Cancel the run; the stream being read then ends with the run's `cancelled` event. */
+  async function cancelRun(stream) {
+    const runId = stream.runId;
+    try {
+      await api(`/v1/runs/${encodeURIComponent(runId)}/cancel`, { method: "POST" });
+    } catch (err) {
+      if (state.stream !== stream || stream.runId !== runId) return;
+      stream.stopping = false;
+      els.stop.disabled = false;
+      els.stopLabel.textContent = "Stop";
+      report(err, "Couldn't stop the answer");
+      return;
+    }
+    // The end normally arrives within a second. Should it not, stop listening rather than spin.
+    window.setTimeout(() => {
+      if (state.stream === stream && stream.runId === runId) {
+        stream.reason = "stop";
+        stream.controller.abort();
+      }
+    }, 10_000);
   }
 
   function adoptConversation(id, firstMessage) {
@@ -666,6 +806,33 @@
     setTitle(truncate(firstMessage, 80));
   }
 
+  function newStream() {
+    const stream = { controller: new AbortController(), reason: null, runId: null, stopping: false };
+    state.stream = stream;
+    setStreaming(true);
+    return stream;
+  }
+
+  function endStream(stream) {
+    if (state.stream === stream) {
+      state.stream = null;
+      setStreaming(false);
+    }
+    if (state.userId) {
+      loadTasks();
+      loadConversations();
+    }
+    scrollToEnd();
+  }
+
+  /** What a reply says when this tab stopped listening (the run itself was not stopped). */
+  function abandoned(reply, stream) {
+    if (stream.reason === "stop") {
+      reply.note("Stopped listening. If the assistant is still answering, its answer will be saved.");
+    }
+    reply.finish();
+  }
+
   async function send(text) {
     if (!text.trim() || state.stream || !state.userId) return;
     hideBanner();
@@ -673,19 +840,17 @@
     const startedIn = state.conversationId;
     const sent = userMessage(text);
     els.messages.append(sent);
-    const reply = assistantMessage(null);
+    let reply = assistantMessage(null);
     reply.startTyping();
     els.messages.append(reply.el);
     els.messageInput.value = "";
     autosize();
-    const controller = new AbortController();
-    const stream = { controller, reason: null };
-    state.stream = stream;
-    setStreaming(true);
+    const stream = newStream();
     scrollToEnd(true);
 
     let settled = false;
     let responded = false;
+    let follow = false; // the reply's stream broke off: read the rest from the run's events
     try {
       const body = { message: text };
       if (startedIn != null) body.conversation_id = startedIn;
@@ -693,9 +858,11 @@
         method: "POST",
         headers: { Accept: "text/event-stream" },
         body: JSON.stringify(body),
-        signal: controller.signal,
+        signal: stream.controller.signal,
       });
       responded = true;
+      stream.runId = response.headers.get("X-Run-ID");
+      if (stream.stopping && stream.runId) cancelRun(stream); // Stop was pressed before the answer began
       const given = response.headers.get("X-Conversation-ID");
       if (given && startedIn == null) adoptConversation(given, text);
       for await (const { event, data } of readSse(response.body)) {
@@ -712,7 +879,16 @@
           if (payload.conversation_id && startedIn == null) adoptConversation(String(payload.conversation_id), text);
           reply.finish(payload);
           settled = true;
+        } else if (event === "cancelled") {
+          reply.markStopped();
+          reply.finish(payload);
+          announce("Stopped.");
+          settled = true;
         } else if (event === "error") {
+          if (payload.code === "run_restarted" && stream.runId) {
+            follow = true; // the run started over on another worker: its events tell the new attempt
+            break;
+          }
           reply.error(sentence(payload.message || "The assistant ran into a problem"));
           reply.finish();
           settled = true;
@@ -720,16 +896,20 @@
         scrollToEnd();
         if (settled) break;
       }
-      if (!settled) {
+      if (!settled && stream.runId) follow = true;
+      if (follow) {
+        // Start the reply over from the run's first event: nothing doubled, nothing missing.
+        const fresh = assistantMessage(null);
+        fresh.startTyping();
+        reply.el.replaceWith(fresh.el);
+        reply = await followRun(stream, fresh);
+      } else if (!settled) {
         reply.error("The connection closed before the reply finished. The answer will still be saved: reopen this conversation in a moment to see it.");
         reply.finish();
       }
     } catch (err) {
       if (isAbort(err)) {
-        if (stream.reason === "stop") {
-          reply.note("Stopped. The assistant may finish in the background; its answer will be saved.");
-        }
-        reply.finish();
+        abandoned(reply, stream);
       } else if (err instanceof ApiError && err.status === 401) {
         report(err);
       } else {
@@ -747,15 +927,122 @@
         reply.finish();
       }
     } finally {
-      if (state.stream === stream) {
-        state.stream = null;
-        setStreaming(false);
+      endStream(stream);
+    }
+  }
+
+  const sleep = (ms, signal) => new Promise((resolve, reject) => {
+    const timer = window.setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      window.clearTimeout(timer);
+      reject(new DOMException("Aborted", "AbortError"));
+    }, { once: true });
+  });
+
+  /**
+   * Follow the run `stream.runId` from its first event into `reply`, reconnecting after a break with
+   * the last event's id, until its terminal event. Returns the reply in use (an attempt that starts
+   * over replaces it), finished, also when this tab stopped listening (the stream's signal aborted).
+   */
+  async function followRun(stream, reply) {
+    const runId = stream.runId;
+    let after = 0;
+    let attempt = null;
+    let breaks = 0;
+    for (;;) {
+      try {
+        const headers = { Accept: "text/event-stream" };
+        if (after) headers["Last-Event-ID"] = String(after);
+        const response = await api(`/v1/runs/${encodeURIComponent(runId)}/events`, {
+          headers,
+          signal: stream.controller.signal,
+        });
+        for await (const { event, data, id } of readSse(response.body)) {
+          let payload;
+          try { payload = JSON.parse(data); } catch { continue; }
+          const seq = Number(id ?? payload.seq);
+          if (Number.isFinite(seq) && seq > after) after = seq;
+          breaks = 0;
+          if (event === "run.started") {
+            const started = Number(payload.attempt) || 0;
+            if (attempt != null && started > attempt) {
+              // The run started over: what the earlier attempt said is void.
+              const fresh = assistantMessage(null);
+              fresh.startTyping();
+              reply.el.replaceWith(fresh.el);
+              reply = fresh;
+            }
+            if (attempt == null || started > attempt) attempt = started;
+          } else if (event === "text.delta") {
+            reply.text(payload.text || "");
+          } else if (event === "tool.call") {
+            reply.toolCall(payload.tool, payload.args);
+          } else if (event === "tool.result") {
+            reply.toolResult(payload.tool, payload.result);
+            loadTasks();
+          } else if (event === "run.completed") {
+            reply.finish();
+            return reply;
+          } else if (event === "run.cancelled") {
+            reply.markStopped();
+            reply.finish();
+            announce("Stopped.");
+            return reply;
+          } else if (event === "run.failed") {
+            reply.error(sentence(payload.message || "The assistant ran into a problem"));
+            reply.finish();
+            return reply;
+          }
+          scrollToEnd();
+        }
+      } catch (err) {
+        if (isAbort(err)) {
+          abandoned(reply, stream);
+          return reply;
+        }
+        // A refusal (the key, a vanished run) will not mend by asking again; a network or server hiccup may.
+        if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
+          if (err.status === 401) report(err);
+          else reply.error(err.message);
+          reply.finish();
+          return reply;
+        }
       }
-      if (state.userId) {
-        loadTasks();
-        loadConversations();
+      // The stream ended before the run did: pick up after the last event seen.
+      breaks += 1;
+      if (breaks > 5) {
+        reply.error("Lost the connection while the answer was coming in. It will still be saved: reopen this conversation to see it.");
+        reply.finish();
+        return reply;
       }
-      scrollToEnd();
+      try {
+        await sleep(400 * breaks, stream.controller.signal);
+      } catch {
+        abandoned(reply, stream);
+        return reply;
+      }
+    }
+  }
+
+  /** Show the runs still answering in this conversation, one after another, as they go on. */
+  async function rejoin(runs) {
+    if (state.stream) return;
+    const stream = newStream();
+    try {
+      for (const run of runs) {
+        stream.runId = run.id;
+        stream.stopping = false;
+        setStreaming(true);
+        const reply = assistantMessage(null);
+        reply.startTyping();
+        els.welcome.hidden = true;
+        els.messages.append(reply.el);
+        scrollToEnd(true);
+        await followRun(stream, reply);
+        if (stream.controller.signal.aborted || state.stream !== stream) break;
+      }
+    } finally {
+      endStream(stream);
     }
   }
 
