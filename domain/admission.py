@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -45,6 +45,7 @@ class EarlierRun:
     run_id: str
     conversation_id: int | None
     conversation_key: str | None
+    created_at: datetime
 
 
 class QueueFull(Overloaded):
@@ -90,6 +91,7 @@ async def earlier_run(connection: AsyncConnection, *, user_id: str, idempotency:
             Run.status,
             Run.attempt,
             Run.conversation_id,
+            Run.created_at,
             Conversation.key.label("conversation_key"),
             (Run.created_at < utcnow() - IDEMPOTENCY_WINDOW).label("expired"),
         )
@@ -108,7 +110,12 @@ async def earlier_run(connection: AsyncConnection, *, user_id: str, idempotency:
             param=IDEMPOTENCY_HEADER,
             code="idempotency_key_reused",
         )
-    return EarlierRun(run_id=run.id, conversation_id=run.conversation_id, conversation_key=run.conversation_key)
+    return EarlierRun(
+        run_id=run.id,
+        conversation_id=run.conversation_id,
+        conversation_key=run.conversation_key,
+        created_at=run.created_at,
+    )
 
 
 async def check_active_runs(connection: AsyncConnection, *, user_id: str, limit: int) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, and_, func, insert, or_, select, tuple_, update
@@ -34,6 +34,7 @@ class AcceptedTurn:
     run_id: str
     conversation_id: int | None
     conversation_key: str | None
+    created_at: datetime
     # Runs of the conversation this turn interrupts (policy `interrupt`), to be told to stop.
     interrupted: tuple[Row[Any], ...] = ()
 
@@ -87,6 +88,7 @@ async def accept(
                 run_id=earlier.run_id,
                 conversation_id=earlier.conversation_id,
                 conversation_key=earlier.conversation_key,
+                created_at=earlier.created_at,
             )
     if queue_full:
         raise admission.QueueFull()
@@ -105,6 +107,7 @@ async def accept(
     interrupted: tuple[Row[Any], ...] = ()
     if conversation_id is not None and request.conversation_policy != "enqueue":
         interrupted = await _make_way(connection, request, conversation_id)
+    created_at = utcnow()
     run = {
         "id": run_id,
         "user_id": user_id,
@@ -114,7 +117,7 @@ async def accept(
         "attempt": 0,
         "request_id": request.request_id,
         "spec": request.stored_input(),
-        "created_at": utcnow(),
+        "created_at": created_at,
     }
     if idempotency is None:
         await connection.execute(insert(Run).values(**run))
@@ -142,7 +145,11 @@ async def accept(
             ],
         )
     return AcceptedTurn(
-        run_id=run_id, conversation_id=conversation_id, conversation_key=conversation_key, interrupted=interrupted
+        run_id=run_id,
+        conversation_id=conversation_id,
+        conversation_key=conversation_key,
+        created_at=created_at,
+        interrupted=interrupted,
     )
 
 

@@ -61,8 +61,12 @@ def sse_data(raw: bytes) -> list[str]:
         lines = [line for line in block.split("\n") if not line.startswith(":")]  # comments are keep-alives
         if not lines:
             continue
-        assert all(line.startswith("data: ") for line in lines), f"unexpected SSE lines: {block!r}"
-        events.append("\n".join(line.removeprefix("data: ") for line in lines))
+        # A chunk may carry the `id:` of the run event it shows (for resuming); nothing else but data.
+        ids = [line for line in lines if line.startswith("id: ")]
+        assert all(line[4:].isascii() and line[4:].isdigit() for line in ids), f"bad SSE id: {block!r}"
+        data = [line for line in lines if not line.startswith("id: ")]
+        assert all(line.startswith("data: ") for line in data), f"unexpected SSE lines: {block!r}"
+        events.append("\n".join(line.removeprefix("data: ") for line in data))
     return events
 
 
@@ -542,7 +546,7 @@ async def test_health_endpoints_need_no_auth(deployment: Deployment) -> None:
         readyz = await client.get("/readyz")
     assert healthz.status_code == 200 and healthz.json()["status"] == "ok"
     assert readyz.status_code == 200
-    assert readyz.json() == {"status": "ready", "database": "ok", "redis": "ok"}
+    assert readyz.json() == {"status": "ready", "database": "ok", "redis": "ok", "workers": "ok"}
 
 
 # --------------------------------------------------------------------------- headers

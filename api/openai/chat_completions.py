@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import assert_never
 
@@ -27,6 +26,7 @@ from api.relay.progress import (
     Detached,
     Failed,
     Restarted,
+    RunProgress,
     Text,
     ToolCall,
     ToolResult,
@@ -40,6 +40,7 @@ from domain.chat import ChatMessage, FunctionCall, ModelParams, ToolCallSpec
 from domain.errors import InvalidRequest, NotFound, RunFailure, ServiceUnavailable, SwitchboardError
 from domain.events import Usage
 from domain.run_request import RunRequest
+from domain.run_views import unix_seconds
 
 log = structlog.get_logger("switchboard.api.chat")
 
@@ -207,7 +208,7 @@ def _completion(
     return {
         "id": _completion_id(run),
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": unix_seconds(run.created_at),
         "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": done.finish_reason}],
         "usage": usage_body(done.usage),
@@ -215,40 +216,54 @@ def _completion(
 
 
 def _completion_id(run: StartedRun) -> str:
-    return "chatcmpl-" + run.run_id.removeprefix("run_")
+    return completion_id_of(run.run_id)
+
+
+def completion_id_of(run_id: str) -> str:
+    """A completion is its run: `chatcmpl-<hex>` names `run_<hex>`."""
+    return "chatcmpl-" + run_id.removeprefix("run_")
 
 
 async def _stream(
     run: StartedRun, model: str, include_usage: bool, cleanup: contextlib.AsyncExitStack
 ) -> AsyncIterator[dict[str, str]]:
-    writer = ChunkWriter(completion_id=_completion_id(run), created=int(time.time()), model=model)
+    writer = ChunkWriter(completion_id=_completion_id(run), created=unix_seconds(run.created_at) or 0, model=model)
     async with cleanup:
-        async for progress in run.progress:
-            match progress:
-                case Text():
-                    yield {"data": writer.text(progress.text)}
-                case ClientToolCall():
-                    yield {"data": writer.tool_call(progress)}
-                case ToolCall() | ToolResult():
-                    pass  # the server's own tools never reach an OpenAI client as `tool_calls`
-                case Restarted():
-                    # The new answer cannot be spliced onto the old; it is stored in the conversation.
-                    yield {"data": _error_data(RESTARTED_MESSAGE, "run_restarted")}
-                    break
-                case Completed():
-                    yield {"data": writer.finish(progress.finish_reason)}
-                    if include_usage:
-                        yield {"data": writer.usage(progress.usage)}
-                case Cancelled():
-                    # Stopped: the answer ends where it was stopped, as OpenAI ends a stopped stream.
-                    yield {"data": writer.finish("stop")}
-                case Failed() | Detached():
-                    if isinstance(progress, Detached):
-                        log.info("stream.detached", run_id=run.run_id, code=progress.code)
-                    yield {"data": _error_data(progress.message, progress.code)}
-                case _:
-                    assert_never(progress)
-        yield {"data": "[DONE]"}
+        async for chunk in stream_chunks(run.progress, writer, include_usage=include_usage, run_id=run.run_id):
+            yield chunk
+
+
+async def stream_chunks(
+    progress_items: AsyncIterator[RunProgress], writer: ChunkWriter, *, include_usage: bool, run_id: str
+) -> AsyncIterator[dict[str, str]]:
+    """A run as `chat.completion.chunk` events, each with the SSE `id:` of the run event it shows (the
+    official clients ignore it; `GET /v1/chat/completions/{id}/stream` resumes after it), then `[DONE]`."""
+    async for progress in progress_items:
+        match progress:
+            case Text():
+                yield {"id": str(progress.seq), "data": writer.text(progress.text)}
+            case ClientToolCall():
+                yield {"id": str(progress.seq), "data": writer.tool_call(progress)}
+            case ToolCall() | ToolResult():
+                pass  # the server's own tools never reach an OpenAI client as `tool_calls`
+            case Restarted():
+                # The new answer cannot be spliced onto the old; it is stored in the conversation.
+                yield {"data": _error_data(RESTARTED_MESSAGE, "run_restarted")}
+                break
+            case Completed():
+                yield {"id": str(progress.seq), "data": writer.finish(progress.finish_reason)}
+                if include_usage:
+                    yield {"data": writer.usage(progress.usage)}
+            case Cancelled():
+                # Stopped: the answer ends where it was stopped, as OpenAI ends a stopped stream.
+                yield {"id": str(progress.seq), "data": writer.finish("stop")}
+            case Failed() | Detached():
+                if isinstance(progress, Detached):
+                    log.info("stream.detached", run_id=run_id, code=progress.code)
+                yield {"data": _error_data(progress.message, progress.code)}
+            case _:
+                assert_never(progress)
+    yield {"data": "[DONE]"}
 
 
 def _error_data(message: str, code: str) -> str:

@@ -22,12 +22,13 @@ def usage_body(usage: Usage) -> dict[str, int]:
 
 
 class ChunkWriter:
-    def __init__(self, *, completion_id: str, created: int, model: str) -> None:
+    def __init__(self, *, completion_id: str, created: int, model: str, role_sent: bool = False) -> None:
         # The fixed part of every chunk is rendered once; each chunk only adds its choices.
         self._prefix = json.dumps(
             {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
         )[:-1]
-        self._role_sent = False
+        # A resumed stream continues one whose first delta, with the role, the client already has.
+        self._role_sent = role_sent
 
     def _chunk(self, delta: dict[str, Any], finish_reason: FinishReason | None = None) -> str:
         if not self._role_sent:

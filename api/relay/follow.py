@@ -48,22 +48,29 @@ INTERRUPTED_MESSAGE = "the connection to the run's events was lost; its answer w
 
 
 def follow_run(
-    state: AppState, subscription: Subscription, *, stop: anyio.Event | None = None, from_start: bool = False
+    state: AppState,
+    subscription: Subscription,
+    *,
+    stop: anyio.Event | None = None,
+    from_start: bool = False,
+    after: int = 0,
 ) -> AsyncIterator[RunProgress]:
-    """Follow a run this process subscribed to. `from_start` replays what it already said first."""
-    source = RunEventSource(state, subscription, catch_up_first=from_start)
-    return _progress(source, stop=stop, silence_s=state.settings.run_timeout_s + state.settings.relay_grace_s)
+    """Follow a run this process subscribed to. `from_start` replays what it already said first, from
+    after event `after`."""
+    source = RunEventSource(state, subscription, after=after, catch_up_first=from_start)
+    silence_s = state.settings.run_timeout_s + state.settings.relay_grace_s
+    # A client resuming after an event has shown what came before it.
+    return _progress(source, stop=stop, silence_s=silence_s, shown=after > 0)
 
 
 async def _progress(
-    source: RunEventSource, *, stop: anyio.Event | None, silence_s: float
+    source: RunEventSource, *, stop: anyio.Event | None, silence_s: float, shown: bool
 ) -> AsyncIterator[RunProgress]:
     """What the run shows, ending with `Completed`, `Cancelled`, `Failed` or `Detached`.
 
     `Restarted` comes when the run starts over after some of its output was shown; a start before
     any output is no news.
     """
-    shown = False
     async for event in source.events(stop=stop):
         if isinstance(event, RunStarted):
             if shown:
@@ -76,6 +83,8 @@ async def _progress(
         if isinstance(progress, Completed | Cancelled | Failed):
             return
     match source.ended:
+        case "told":
+            pass  # resumed after the end: the client has it all
         case "stopped":
             yield Detached(code="server_shutdown", message=SHUTDOWN_MESSAGE)
         case "silent":
@@ -89,19 +98,23 @@ async def _progress(
 def _shown(event: RunEvent) -> RunProgress:
     match event:
         case TextDelta():
-            return Text(text=event.text)
+            return Text(text=event.text, seq=event.seq)
         case ClientToolCallDelta():
-            return ClientToolCall(index=event.index, call_id=event.call_id, name=event.name, arguments=event.arguments)
+            return ClientToolCall(
+                index=event.index, call_id=event.call_id, name=event.name, arguments=event.arguments, seq=event.seq
+            )
         case ToolCalled():
-            return ToolCall(call_id=event.call_id, tool=event.tool, args=event.args)
+            return ToolCall(call_id=event.call_id, tool=event.tool, args=event.args, seq=event.seq)
         case ToolReturned():
-            return ToolResult(call_id=event.call_id, tool=event.tool, result=event.result, is_error=event.is_error)
+            return ToolResult(
+                call_id=event.call_id, tool=event.tool, result=event.result, is_error=event.is_error, seq=event.seq
+            )
         case RunCompleted():
-            return Completed(finish_reason=event.finish_reason, usage=event.usage)
+            return Completed(finish_reason=event.finish_reason, usage=event.usage, seq=event.seq)
         case RunFailed():
-            return Failed(code=event.code, message=event.message)
+            return Failed(code=event.code, message=event.message, seq=event.seq)
         case RunCancelled():
-            return Cancelled()
+            return Cancelled(seq=event.seq)
         case RunStarted():
             raise AssertionError("run.started is the restart rule's, not something to show")
         case _:

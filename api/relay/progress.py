@@ -17,6 +17,8 @@ from domain.events import FinishReason, Usage
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Text:
     text: str
+    # The run event it came from: a stream's `id:`, for resuming after it.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,6 +29,8 @@ class ClientToolCall:
     call_id: str | None
     name: str | None
     arguments: str
+    # The run event it came from: a stream's `id:`, for resuming after it.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,6 +40,8 @@ class ToolCall:
     call_id: str
     tool: str
     args: dict[str, Any]
+    # The run event it came from: a stream's `id:`, for resuming after it.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +50,8 @@ class ToolResult:
     tool: str
     result: Any
     is_error: bool
+    # The run event it came from: a stream's `id:`, for resuming after it.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,17 +67,24 @@ class Restarted:
 class Completed:
     finish_reason: FinishReason
     usage: Usage
+    # The run event it came from: a stream's `id:`, for resuming after it.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cancelled:
     """Someone stopped the run; what it said until then is its (stored) answer."""
 
+    # The run event it came from: a stream's `id:`, for resuming after it.
+    seq: int = 0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Failed:
     code: RunFailureCode
     message: str
+    # The run event it came from: a stream's `id:`, for resuming after it.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -58,7 +58,7 @@ async def replay_run(
             yield event
 
 
-Ending = Literal["stopped", "silent", "lost"]
+Ending = Literal["stopped", "silent", "lost", "told"]
 
 
 class RunEventSource:
@@ -66,7 +66,8 @@ class RunEventSource:
 
     `events()` ends after the terminal event; when it ends without one, `ended` says why: `stopped`
     (the server is shutting down), `silent` (no word for longer than a run may take, and no end in
-    its row), or `lost` (Redis lost the log of a run that has not ended).
+    its row), `lost` (Redis lost the log of a run that has not ended), or `told` (the listener resumed
+    after the run's end: there is nothing more to say).
     """
 
     def __init__(
@@ -75,9 +76,9 @@ class RunEventSource:
         self.ended: Ending | None = None
         self._silence_timeout_s = state.settings.run_timeout_s + state.settings.relay_grace_s
         reconnect_s = state.settings.relay_reconnect_s
-        if catch_up_first:
-            # Everything published from now on is also in the queue: start with what the log holds.
-            subscription.queue.put_nowait(GAP)
+        # Start with what the log holds, before anything already queued live: events that arrived
+        # since the subscription are in the log too, and taking them first would skip the log's older ones.
+        self._catch_up_first = catch_up_first
         self._state = state
         self._subscription = subscription
         self._after = after
@@ -102,16 +103,19 @@ class RunEventSource:
 
     async def _events(self, silence_timeout_s: float) -> AsyncIterator[RunEvent]:
         queue = self._subscription.queue
+        catch_up = self._catch_up_first
         while True:
             item: RunEvent | Gap | Stop
-            try:
-                async with asyncio.timeout(silence_timeout_s):
-                    item = await queue.get()
-            except TimeoutError:
-                item = GAP  # silence: the end may be in the log, or only in the database
-                silent = True
+            silent = False
+            if catch_up:
+                item, catch_up = GAP, False
             else:
-                silent = False
+                try:
+                    async with asyncio.timeout(silence_timeout_s):
+                        item = await queue.get()
+                except TimeoutError:
+                    item = GAP  # silence: the end may be in the log, or only in the database
+                    silent = True
             if isinstance(item, Stop):
                 self.ended = "stopped"
                 return
@@ -133,6 +137,8 @@ class RunEventSource:
                 if event.seq > self._after:
                     yield event
                 if is_terminal(event):
+                    if event.seq <= self._after:
+                        self.ended = "told"  # the listener had the run's end already
                     return
             if silent:
                 # Nothing for longer than a run may take: its end, if it has one, is in its row.

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 import anyio
 import structlog
@@ -41,6 +42,7 @@ class StartedRun:
     run_id: str
     conversation_id: int | None
     conversation_key: str | None
+    created_at: datetime
     progress: AsyncIterator[RunProgress]
     # An earlier request with the same `Idempotency-Key` started this run: it is followed from its first event.
     replayed: bool = False
@@ -88,6 +90,7 @@ async def start_run(
                 run_id=accepted.run_id,
                 conversation_id=accepted.conversation_id,
                 conversation_key=accepted.conversation_key,
+                created_at=accepted.created_at,
                 progress=follow_run(state, subscription, stop=stop, from_start=replayed),
                 replayed=replayed,
             )

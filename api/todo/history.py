@@ -101,6 +101,7 @@ async def list_messages(request: Request) -> Response:
                     "content": message.content,
                     "created_at": message.created_at.isoformat(),
                     "tool_calls": message.tool_calls,
+                    "run_id": message.run_id,
                 }
                 for message in page
             ],

@@ -1,0 +1,71 @@
+"""`GET /v1/chat/completions/{completion_id}/stream`: the rest of a streamed completion, after a
+disconnect, from any API process.
+
+A completion is its run (`chatcmpl-<hex>` is `run_<hex>`). With `Last-Event-ID: N` (the `id:` of the
+last chunk the client got) or `?after=N`, the stream goes on after that event in the same chunk format:
+the same `id`, `created` and `model`, no second role delta, `[DONE]` at the end. Without either, it
+starts from the beginning. Another user's completion is 404, like a missing one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.openai.chat_completions import stream_chunks
+from api.openai.chunks import ChunkWriter
+from api.relay.follow import follow_run
+from api.relay.sse import event_stream
+from api.state import AppState
+from domain import run_views
+from domain.database import unavailable_on_connection_errors
+from domain.errors import InvalidRequest, NotFound
+from domain.run_views import unix_seconds
+
+_COMPLETION_ID = re.compile(r"^chatcmpl-([0-9a-f]{24})$")
+_EVENT_NUMBER = re.compile(r"^[0-9]{1,15}$")
+
+
+async def resume_completion(request: Request) -> Response:
+    state: AppState = request.state.app
+    user_id = await state.authenticator.authenticate(request.headers.get("authorization"))
+    completion_id = request.path_params["completion_id"]
+    after = _after(request)
+    matched = _COMPLETION_ID.match(completion_id)
+    run = None
+    if matched is not None:
+        async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
+            run = await run_views.get(connection, user_id=user_id, run_id="run_" + matched.group(1))
+    if run is None:
+        raise NotFound(f"No completion found with id '{completion_id}'", param="completion_id")
+    writer = ChunkWriter(
+        completion_id=completion_id, created=unix_seconds(run.created_at) or 0, model=run.assistant, role_sent=after > 0
+    )
+    shutdown = anyio.Event()
+    stack = contextlib.AsyncExitStack()
+    async with stack:
+        subscription = await stack.enter_async_context(state.hub.subscribe(run.id))
+        await subscription.ready()
+        progress = follow_run(state, subscription, stop=shutdown, from_start=True, after=after)
+        stream = _chunks(stack.pop_all(), stream_chunks(progress, writer, include_usage=False, run_id=run.id))
+    return event_stream(stream, settings=state.settings, shutdown=shutdown, headers={"X-Run-ID": run.id})
+
+
+async def _chunks(
+    cleanup: contextlib.AsyncExitStack, chunks: AsyncIterator[dict[str, str]]
+) -> AsyncIterator[dict[str, str]]:
+    async with cleanup:
+        async for chunk in chunks:
+            yield chunk
+
+
+def _after(request: Request) -> int:
+    given = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not _EVENT_NUMBER.match(given.strip()):
+        raise InvalidRequest("Last-Event-ID (or after) must be an event number", param="Last-Event-ID")
+    return int(given.strip())
