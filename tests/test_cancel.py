@@ -126,3 +126,27 @@ async def test_deleting_a_conversation_stops_its_running_turn(deployment: Deploy
     streamed = "".join(c["delta"].get("content") or "" for e in events for c in e.get("choices", []) if c["delta"])
     assert len(streamed) < len("tok " * 400), "the deleted conversation's run went on to the end"
     assert not await deployment.query("SELECT id FROM runs WHERE id = :id", id=run_id)
+
+
+async def test_a_todo_run_cancelled_around_its_tool_call_records_the_call_once_and_agrees_with_the_task_list(
+    deployment: Deployment,
+) -> None:
+    title = f"cancelled chores {marker()}"
+    message = "[[tool:add_task " + json.dumps({"title": title}) + "]] [[delay:2]]"
+    async with deployment.http("bob") as client:
+        names: list[str] = []
+        async with client.stream(
+            "POST", "/api/bob/chat", json={"message": message}, headers={"Accept": "text/event-stream"}
+        ) as response:
+            run_id = response.headers["X-Run-ID"]
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    names.append(line.removeprefix("event:").strip())
+                    if names[-1] == "tool_call":
+                        cancelled = await client.post(f"/v1/runs/{run_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert names[0] == "tool_call" and names[-1] == "cancelled", names
+    records = await deployment.query("SELECT id FROM tool_calls WHERE run_id = :id", id=run_id)
+    tasks = await deployment.query("SELECT id FROM tasks WHERE user_id = 'bob' AND title = :title", title=title)
+    assert len(records) == len(tasks) <= 1
