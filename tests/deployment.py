@@ -171,22 +171,28 @@ class Deployment:
             await connection.close()
         return self._pg_admin_url.rsplit("/", 1)[0] + "/" + name
 
-    async def _wait_until_ready(self, timeout_s: float = 30.0) -> None:
+    async def _wait_until_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         redis = aioredis.from_url(self.redis_url)
+        response: httpx2.Response | None = None
         try:
             async with httpx2.AsyncClient() as client:
                 while True:
                     self._check_alive()
                     try:
                         response = await client.get(f"{self.base_url}/readyz")
-                        workers_up = not self._worker_count or await redis.exists("switchboard:queue:health-check")
-                        if response.status_code == 200 and workers_up:
+                        if self._worker_count:
+                            ready = response.status_code == 200
+                        else:
+                            # Without workers the API is ready for everything but running turns.
+                            ready = response.json().get("missing") == ["workers"]
+                        if ready:
                             return
                     except httpx2.TransportError:
                         pass
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"deployment did not become ready:\n{self.logs()}")
+                        last = response.text if response is not None else "no answer"
+                        raise RuntimeError(f"deployment did not become ready ({last}):\n{self.logs()}")
                     await asyncio.sleep(0.05)
         finally:
             await redis.aclose()

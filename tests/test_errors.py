@@ -481,7 +481,8 @@ async def special(
         await limited.start()
         await asyncio.gather(*(api.wait_listening() for api in apis))
         async with httpx2.AsyncClient() as client:
-            assert (await client.get(f"{redis_gone.base_url}/readyz")).status_code == 200
+            ready = await client.get(f"{redis_gone.base_url}/readyz")
+            assert ready.json()["missing"] == ["workers"], ready.text
         await asyncio.to_thread(private_redis.stop)
         yield Special(
             limited=limited,
@@ -583,6 +584,7 @@ async def test_redis_unreachable_is_503(special: Special) -> None:
     assert_error(streaming, 503, code="service_unavailable")
     assert ready.status_code == 503
     assert ready.json()["redis"] == "unreachable" and ready.json()["database"] == "ok"
+    assert ready.headers["Retry-After"]
     assert health.status_code == 200
     # Either the turn was refused before it was recorded, or it was recorded and its run marked
     # failed; never a run that looks as if it were still queued.

@@ -25,7 +25,8 @@ from typing import Any, cast
 
 import pytest_asyncio
 from mcp import Client
-from mcp_types import RequestParamsMeta, TextContent
+from mcp_types import CallToolResult, RequestParamsMeta, TextContent
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.deployment import Deployment, running_deployment
@@ -253,21 +254,38 @@ async def test_a_retried_run_resumes_after_its_recorded_calls_and_does_nothing_t
 
 
 async def test_two_attempts_making_the_same_call_at_once_do_it_once(todo: Deployment) -> None:
-    """The record's unique (run, position) key, raced: two sessions bound to one run, as two overlapping
-    attempts would be, both make call 1. One does it; the other waits for it and gets its result."""
+    """The record's unique (run, position) key, raced: two sessions bound to one run's current attempt
+    both make call 1. One does it; the other waits for it and gets its result. A session of a
+    superseded attempt does nothing at all."""
     assert todo.engine is not None
     server = create_todo_server(db_engine=todo.engine)
     user, run_id, title = f"racer-{marker()}", f"run_race_{marker()}", f"raced {marker()}"
+    async with todo.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO runs (id, user_id, assistant, status, attempt, created_at, lease_expires_at)"
+                " VALUES (:id, :user, 'todo', 'running', 2, now(), now() + interval '1 minute')"
+            ),
+            {"id": run_id, "user": user},
+        )
+
+    async def make_call(call_id: str, *, attempt: int = 2) -> CallToolResult:
+        binding = RunBinding(user_id=user, run_id=run_id, conversation_id=None, attempt=attempt, lease_s=60)
+        async with Client(
+            bound_session(server, TodoScope(db_engine=todo.engine, run=binding)), mode="legacy"
+        ) as client:
+            meta = cast(RequestParamsMeta, {CALL_ID_META_KEY: call_id})
+            return await client.call_tool("add_task", {"title": title}, meta=meta)
 
     async def attempt(call_id: str) -> Any:
-        scope = TodoScope(db_engine=todo.engine, run=RunBinding(user_id=user, run_id=run_id, conversation_id=None))
-        async with Client(bound_session(server, scope), mode="legacy") as client:
-            meta = cast(RequestParamsMeta, {CALL_ID_META_KEY: call_id})
-            result = await client.call_tool("add_task", {"title": title}, meta=meta)
-            [content] = result.content
-            assert isinstance(content, TextContent) and not result.is_error
-            return json.loads(content.text)
+        result = await make_call(call_id)
+        [content] = result.content
+        assert isinstance(content, TextContent) and not result.is_error
+        return json.loads(content.text)
 
+    superseded = await make_call("call_late", attempt=1)
+    assert superseded.is_error
+    assert not await todo.query("SELECT id FROM tool_calls WHERE run_id = :id", id=run_id)
     first, second = await asyncio.gather(attempt("call_first"), attempt("call_second"))
     assert first == second == {"task_id": 1, "status": "created", "title": title}
     assert len(await todo.query("SELECT id FROM tasks WHERE user_id = :user", user=user)) == 1
