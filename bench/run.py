@@ -442,6 +442,8 @@ async def bench_switchboard(
         # The defaults, pinned so that a change of default does not silently change the benchmark.
         "SWITCHBOARD_WORKER_MAX_JOBS": "200",
         "SWITCHBOARD_MAX_INFLIGHT_RUNS": "1000",
+        # One user sends every request here; the per-user fairness cap (default 20) is not what is measured.
+        "SWITCHBOARD_MAX_ACTIVE_RUNS_PER_USER": "100000",
         "PYTHONPATH": str(ROOT),
     }
     deployment = Deployment(database=pg_url, redis_url=redis_url, llm_base_url=llm_url, env=env, workers=workers)
