@@ -8,7 +8,6 @@ when `has_more`, is passed back as `after`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -21,7 +20,7 @@ from api.state import AppState
 from domain import run_views
 from domain.database import unavailable_on_connection_errors
 from domain.errors import InvalidRequest, NotFound
-from domain.pagination import decode_cursor, encode_cursor, parse_limit
+from domain.pagination import decode_position, encode_cursor, parse_limit
 from domain.run_views import RunView, unix_seconds
 
 
@@ -76,13 +75,7 @@ async def list_runs(request: Request) -> Response:
     limit = parse_limit(params.get("limit"))
     conversation_key = params.get("conversation_id") or None
     cursor = params.get("after")
-    after = None
-    if cursor:
-        created_at, run_id = decode_cursor(cursor, arity=2)
-        try:
-            after = (datetime.fromisoformat(str(created_at)), str(run_id))
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest("cursor is not one this server gave out", param="after") from exc
+    after = decode_position(cursor, id_type=str, param="after") if cursor else None
     async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
         found = await run_views.list_page(
             connection,

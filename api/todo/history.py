@@ -6,8 +6,6 @@ conversation is exactly as missing as one that never existed.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -15,8 +13,8 @@ from api.relay.cancel import cancel_removed_runs
 from api.todo.caller import caller
 from domain import conversations, tasks
 from domain.database import unavailable_on_connection_errors
-from domain.errors import InvalidRequest, NotFound
-from domain.pagination import decode_cursor, encode_cursor, parse_limit
+from domain.errors import NotFound
+from domain.pagination import decode_cursor, decode_position, encode_cursor, parse_limit
 
 
 async def me(request: Request) -> Response:
@@ -51,13 +49,7 @@ async def list_conversations(request: Request) -> Response:
     state, user_id = await caller(request)
     limit = parse_limit(request.query_params.get("limit"))
     cursor = request.query_params.get("cursor")
-    after = None
-    if cursor:
-        updated_at, conversation_id = decode_cursor(cursor, arity=2)
-        try:
-            after = (datetime.fromisoformat(str(updated_at)), int(conversation_id))
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest("cursor is not one this server gave out", param="cursor") from exc
+    after = decode_position(cursor, id_type=int) if cursor else None
     async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
         found = await conversations.list_page(connection, user_id=user_id, limit=limit + 1, after=after)
     page = found[:limit]
