@@ -19,6 +19,7 @@ from api.health import healthz, readyz
 from api.mcp import MCP_PATH, McpEndpoint
 from api.relay.enqueue import JobEnqueuer
 from api.relay.event_hub import RunEventHub
+from api.relay.queue_gauge import QueueGauge
 from api.request_id import RequestIdMiddleware
 from api.state import AppState, InflightRuns
 from domain.database import create_engine
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> Starlette:
             event_log=EventLog(redis, max_events=settings.event_log_max, ttl_s=settings.event_log_ttl_s),
             enqueuer=JobEnqueuer(redis, serializer=serialize_job),
             authenticator=Authenticator(settings),
+            queue=QueueGauge(redis),
             inflight=InflightRuns(limit=settings.max_inflight_runs),
         )
         try:

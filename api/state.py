@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.auth import Authenticator
 from api.relay.enqueue import JobEnqueuer
 from api.relay.event_hub import RunEventHub
+from api.relay.queue_gauge import QueueGauge
 from domain.event_log import EventLog
 from domain.settings import Settings
 
@@ -40,4 +41,5 @@ class AppState:
     event_log: EventLog
     enqueuer: JobEnqueuer
     authenticator: Authenticator
+    queue: QueueGauge
     inflight: InflightRuns = field(default_factory=lambda: InflightRuns(limit=1000))

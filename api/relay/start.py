@@ -85,7 +85,7 @@ async def start_run(
                 except Exception:
                     await _mark_unqueued(state, request.run_id)
                     raise
-                admission.queue_gauge(state).admitted()
+                state.queue.admitted()
             yield StartedRun(
                 run_id=accepted.run_id,
                 conversation_id=accepted.conversation_id,
