@@ -206,47 +206,36 @@ class RedisServer:
         self.reap_orphans()
         self.dir = Path(tempfile.mkdtemp(prefix="switchboard-redis-"))
         _claim(self.dir)
-        log = self.dir / "redis.log"
         last_error = ""
         for _attempt in range(3):  # retry if someone grabs the port in between
             self.port = free_port()
-            with open(log, "wb") as out:
-                self.proc = subprocess.Popen(
-                    [
-                        self.binary,
-                        "--port",
-                        str(self.port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(self.dir),
-                        "--daemonize",
-                        "no",
-                        "--databases",
-                        "16",
-                        *self.args,
-                    ],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=self.dir,
-                )
-            (self.dir / "server.pid").write_text(str(self.proc.pid))
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                if _redis_ping(self.port):
-                    return self
-                time.sleep(0.01)
-            last_error = _log_tail(log)
-            self._kill()
+            argv = [
+                self.binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+                *("--dir", str(self.dir), "--daemonize", "no", "--databases", "16"),
+                *self.args,
+            ]
+            if self._launch(argv, log_mode="wb"):
+                return self
+            last_error = _log_tail(self.dir / "redis.log")
         self.stop()
         raise RuntimeError(f"redis-server ({self.binary}) did not start:\n{last_error}")
+
+    def _launch(self, argv: list[str], *, log_mode: str) -> bool:
+        """Run the server with `argv` and wait until it answers; False (and nothing left running) if it does not."""
+        assert self.dir is not None
+        with open(self.dir / "redis.log", log_mode) as out:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir
+            )
+        (self.dir / "server.pid").write_text(str(self.proc.pid))
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if _redis_ping(self.port):
+                return True
+            time.sleep(0.01)
+        self._kill()
+        return False
 
     def _kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -266,21 +255,11 @@ class RedisServer:
     def restart(self) -> RedisServer:
         """After `kill`: a fresh, empty server on the same port, with the same settings."""
         assert self.dir is not None and self._argv is not None, "kill() the server first"
-        log = self.dir / "redis.log"
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                self._argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir
+        if not self._launch(self._argv, log_mode="ab"):
+            raise RuntimeError(
+                f"redis-server did not restart on port {self.port}:\n{_log_tail(self.dir / 'redis.log')}"
             )
-        (self.dir / "server.pid").write_text(str(self.proc.pid))
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if _redis_ping(self.port):
-                return self
-            time.sleep(0.01)
-        self._kill()
-        raise RuntimeError(f"redis-server did not restart on port {self.port}:\n{_log_tail(log)}")
+        return self
 
     def stop(self) -> None:
         self._kill()
