@@ -1,7 +1,8 @@
 """Who is calling: an API key, or a bearer JWT whose `sub` is the user id.
 
 The user is taken from these credentials and nothing else: never from a request body, a path, a
-header the client chooses, or model output.
+header the client chooses, or model output. The one exception is a trusted front end's key, whose
+requests may name the end user they are for (`api/frontend_users.py`).
 
 Tokens come in two kinds, told apart by the algorithm in their header and never mixed: HS256,
 signed with `SWITCHBOARD_JWT_SECRET` (as Better Auth issues them with a shared secret), and RS256 or
@@ -17,7 +18,9 @@ import hashlib
 from typing import Any
 
 import jwt
+from starlette.datastructures import Headers
 
+from api.frontend_users import FrontEndUsers
 from domain.errors import AuthenticationFailed
 from domain.settings import Settings
 
@@ -35,6 +38,8 @@ class Authenticator:
         self._open = settings.auth == "none"
         # Looked up by digest, so the comparison time says nothing about how much of a key matched.
         self._keys = {_digest(key): user for key, user in settings.api_keys.items()}
+        self._trusted = {_digest(key) for key in settings.trusted_frontend_keys}
+        self._front_ends = FrontEndUsers(owners={settings.api_keys[key] for key in settings.trusted_frontend_keys})
         self._jwt_secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
         self._jwks = (
             jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300) if settings.jwt_jwks_url else None
@@ -42,21 +47,33 @@ class Authenticator:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
 
-    async def authenticate(self, authorization: str | None) -> str:
-        """The caller's user id, or `AuthenticationFailed`."""
+    async def authenticate(self, headers: Headers) -> str:
+        """The caller's user id, or `AuthenticationFailed`: the credential's own user, or the end user a
+        trusted front end's key names (`InvalidRequest` when that header is malformed)."""
+        owner, key = await self._owner(headers.get("authorization"))
+        # An ignored header is logged once per key (by its digest), token subject, or for everyone (no auth).
+        credential = key if key is not None else ("user", owner)
+        return self._front_ends.user(headers, owner=owner, trusted=key in self._trusted, credential=credential)
+
+    async def _owner(self, authorization: str | None) -> tuple[str, bytes | None]:
+        """Whose credential this is, and the digest of the API key it is (None for a token, or no auth)."""
         if self._open:
-            return LOCAL_USER
+            return LOCAL_USER, None
         if not authorization:
             raise AuthenticationFailed("missing credentials: send 'Authorization: Bearer <key or token>'")
         scheme, _, credential = authorization.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key or token>'")
-        user = self._keys.get(_digest(credential))
+        key = _digest(credential)
+        user = self._keys.get(key)
         if user is not None:
-            return user
+            return user, key
         if credential.count(".") == 2 and (self._jwt_secret is not None or self._jwks is not None):
-            return await self._decode_jwt(credential)
+            subject = await self._decode_jwt(credential)
+            if self._front_ends.in_namespace(subject):
+                raise AuthenticationFailed("invalid token: its subject names a trusted front end's user")
+            return subject, None
         raise AuthenticationFailed("invalid API key or token")
 
     async def _decode_jwt(self, token: str) -> str:

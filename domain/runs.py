@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, and_, case, func, insert, null, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -27,6 +27,11 @@ from domain.errors import Conflict, RunFailureCode
 from domain.events import RunCancelled, RunCompleted, RunFailed, TerminalEvent, Usage
 from domain.models import UNFINISHED, Message, Run, utcnow
 from domain.run_request import ChatJob, RunRequest
+
+# Set with every end of a run. A turn outside any conversation (an Open WebUI temporary chat or
+# background task) keeps what its model was given (the client's messages) only while it may still
+# run: once it has ended, its row says how it went and holds nothing of what was said.
+_FORGET_UNSTORED_INPUT = {"spec": case((Run.conversation_id.is_(None), null()), else_=Run.spec)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,7 +303,13 @@ async def request_cancel(connection: AsyncConnection, *, run_id: str, user_id: s
     await connection.execute(
         update(Run)
         .where(mine, Run.status == "queued")
-        .values(status="cancelled", cancel_requested_at=now, finished_at=now, lease_expires_at=None)
+        .values(
+            status="cancelled",
+            cancel_requested_at=now,
+            finished_at=now,
+            lease_expires_at=None,
+            **_FORGET_UNSTORED_INPUT,
+        )
     )
     await connection.execute(
         update(Run)
@@ -316,7 +327,13 @@ async def cancel(connection: AsyncConnection, *, job: ChatJob, partial: ChatMess
     result = await connection.execute(
         update(Run)
         .where(_current(job.run_id, job.attempt))
-        .values(status="cancelled", usage=usage.model_dump(), finished_at=utcnow(), lease_expires_at=None)
+        .values(
+            status="cancelled",
+            usage=usage.model_dump(),
+            finished_at=utcnow(),
+            lease_expires_at=None,
+            **_FORGET_UNSTORED_INPUT,
+        )
     )
     if not result.rowcount:
         return False
@@ -330,7 +347,7 @@ async def cancel_abandoned(connection: AsyncConnection, *, run_id: str, attempt:
     result = await connection.execute(
         update(Run)
         .where(Run.id == run_id, Run.attempt == attempt, Run.status == "running", Run.cancel_requested_at.is_not(None))
-        .values(status="cancelled", finished_at=utcnow(), lease_expires_at=None)
+        .values(status="cancelled", finished_at=utcnow(), lease_expires_at=None, **_FORGET_UNSTORED_INPUT)
     )
     return bool(result.rowcount)
 
@@ -346,7 +363,13 @@ async def finish(
     result = await connection.execute(
         update(Run)
         .where(_current(job.run_id, job.attempt))
-        .values(status="succeeded", usage=usage.model_dump(), finished_at=utcnow(), lease_expires_at=None)
+        .values(
+            status="succeeded",
+            usage=usage.model_dump(),
+            finished_at=utcnow(),
+            lease_expires_at=None,
+            **_FORGET_UNSTORED_INPUT,
+        )
     )
     if not result.rowcount:
         return False
@@ -378,7 +401,14 @@ async def fail(connection: AsyncConnection, *, run_id: str, attempt: int, code: 
     result = await connection.execute(
         update(Run)
         .where(Run.id == run_id, Run.attempt == attempt, Run.status.in_(UNFINISHED))
-        .values(status="failed", error_code=code, error=message, finished_at=utcnow(), lease_expires_at=None)
+        .values(
+            status="failed",
+            error_code=code,
+            error=message,
+            finished_at=utcnow(),
+            lease_expires_at=None,
+            **_FORGET_UNSTORED_INPUT,
+        )
     )
     return bool(result.rowcount)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from domain.errors import ConfigurationError, first_problem
@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_jwks_url: str | None = None
+    # API keys of front ends (Open WebUI) trusted to name their end user in a header; each is also an API key.
+    trusted_frontend_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Host headers `/mcp` answers (DNS-rebinding protection): `name` or `name:*` for any port; `*` for any host.
@@ -98,6 +100,35 @@ class Settings(BaseSettings):
                 raise ValueError("expected comma-separated key=user_id pairs")
             pairs[key.strip()] = user_id.strip()
         return pairs
+
+    @field_validator("trusted_frontend_keys", mode="before")
+    @classmethod
+    def _parse_trusted_frontend_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("trusted_frontend_keys")
+    @classmethod
+    def _check_trusted_frontend_keys(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # Never name a key in the message: it ends up in logs. Its place in the list is enough.
+        api_keys: dict[str, str] = info.data.get("api_keys", {})
+        for place, key in enumerate(value, start=1):
+            if key not in api_keys:
+                raise ValueError(f"key number {place} is not one of SWITCHBOARD_API_KEYS")
+        # A front end's users are `<owner>/<id>` (an id has at most 128 characters, a user id 255), and no
+        # other key may already stand for one of them.
+        owners = {api_keys[key] for key in value}
+        if any(len(owner) > 126 for owner in owners):
+            raise ValueError("the user of a trusted key must be at most 126 characters long")
+        for user in api_keys.values():
+            front_end = next((owner for owner in owners if user.startswith(owner + "/")), None)
+            if front_end is not None:
+                raise ValueError(
+                    f"the API key user '{user}' would be one of the users of the front end '{front_end}'; "
+                    "rename it in SWITCHBOARD_API_KEYS"
+                )
+        return value
 
     @field_validator("cors_origins", "mcp_allowed_hosts", mode="before")
     @classmethod

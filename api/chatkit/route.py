@@ -79,7 +79,7 @@ class ChatKitEndpoint:
 
     async def handle(self, request: Request) -> Response:
         state: AppState = request.state.app
-        user_id = await state.authenticator.authenticate(request.headers.get("authorization"))
+        user_id = await state.authenticator.authenticate(request.headers)
         data = await read_json(request, max_bytes=state.settings.max_body_bytes)
         parsed = validate(_requests, data)
         _check(parsed)

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from api.state import AppState
@@ -69,16 +70,9 @@ class McpEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Raised errors become responses in api/errors.py, like any route's: nothing has been sent yet.
         state: AppState = scope["state"]["app"]
-        user_id = await state.authenticator.authenticate(_header(scope, b"authorization"))
+        user_id = await state.authenticator.authenticate(Headers(scope=scope))
         if self._manager is None:
             raise ServiceUnavailable("the MCP endpoint is not running")
         # A fresh state for this request, with the authenticated user for the tools to read.
         scope = {**scope, "state": {**scope.get("state", {}), HTTP_USER_STATE_KEY: user_id}}
         await self._manager.handle_request(scope, receive, send)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None

@@ -47,11 +47,14 @@ log = structlog.get_logger("switchboard.api.chat")
 CONVERSATION_HEADERS = ("x-conversation-id", "x-openwebui-chat-id")
 # Open WebUI asks for titles, tags and follow-ups with a single user message that starts like this.
 BACKGROUND_TASK_PREFIX = "### Task:"
+# Open WebUI's chats that it keeps nowhere (temporary chats, chats kept in the browser) send an
+# X-OpenWebUI-Chat-Id like these: answered, never stored, and one tab's chats never share a history.
+UNSTORED_CHAT_PREFIXES = ("temporary:", "local:")
 
 
 async def chat_completions(request: Request) -> Response:
     state: AppState = request.state.app
-    user_id = await state.authenticator.authenticate(request.headers.get("authorization"))
+    user_id = await state.authenticator.authenticate(request.headers)
     data = await read_json(request, max_bytes=state.settings.max_body_bytes)
     body = validate(ChatCompletionRequest, data)
     if body.model not in ASSISTANTS:
@@ -92,18 +95,18 @@ def _conversation_header(run: StartedRun | RunRequest) -> dict[str, str]:
 
 def _run_request(request: Request, body: ChatCompletionRequest, *, user_id: str) -> RunRequest:
     conversation_key = _conversation_key(request)
-    background = _is_background_task(body.messages)
+    unstored = _is_background_task(body.messages) or _is_unstored_chat(request)
     history, new_messages, system_messages = _split_turn(body.messages)
     return RunRequest(
         user_id=user_id,
         request_id=request.state.request_id,
         assistant=body.model,
-        conversation_key=None if background else (conversation_key or conversations.new_conversation_key()),
+        conversation_key=None if unstored else (conversation_key or conversations.new_conversation_key()),
         new_conversation=conversation_key is None,
         new_messages=new_messages,
         conversation_policy=conversation_policy(request, request.state.app.settings),
         # An unstored turn has no window to draw on: what the client sent is all the model gets.
-        history=list(body.messages) if background else history,
+        history=list(body.messages) if unstored else history,
         system_messages=system_messages,
         tools=body.tools,
         tool_choice=body.tool_choice,
@@ -125,6 +128,13 @@ def _conversation_key(request: Request) -> str | None:
                 raise InvalidRequest(f"{name} is longer than {conversations.MAX_KEY_LENGTH} characters", param=name)
             return value
     return None
+
+
+def _is_unstored_chat(request: Request) -> bool:
+    """An Open WebUI chat kept nowhere, unless the client also named a conversation with X-Conversation-ID."""
+    if request.headers.get("x-conversation-id", "").strip():
+        return False
+    return request.headers.get("x-openwebui-chat-id", "").strip().startswith(UNSTORED_CHAT_PREFIXES)
 
 
 def _is_background_task(messages: list[ChatMessage]) -> bool:

@@ -19,13 +19,13 @@ def _model(info: AssistantInfo) -> dict[str, object]:
 
 async def list_models(request: Request) -> Response:
     state: AppState = request.state.app
-    await state.authenticator.authenticate(request.headers.get("authorization"))
+    await state.authenticator.authenticate(request.headers)
     return JSONResponse({"object": "list", "data": [_model(info) for info in ASSISTANTS.values()]})
 
 
 async def get_model(request: Request) -> Response:
     state: AppState = request.state.app
-    await state.authenticator.authenticate(request.headers.get("authorization"))
+    await state.authenticator.authenticate(request.headers)
     name = request.path_params["model_id"]
     info = ASSISTANTS.get(name)
     if info is None:

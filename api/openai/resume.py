@@ -33,7 +33,7 @@ _EVENT_NUMBER = re.compile(r"^[0-9]{1,15}$")
 
 async def resume_completion(request: Request) -> Response:
     state: AppState = request.state.app
-    user_id = await state.authenticator.authenticate(request.headers.get("authorization"))
+    user_id = await state.authenticator.authenticate(request.headers)
     completion_id = request.path_params["completion_id"]
     after = _after(request)
     matched = _COMPLETION_ID.match(completion_id)

@@ -20,7 +20,7 @@ WAIT_S = 5.0
 
 async def cancel(request: Request) -> Response:
     state: AppState = request.state.app
-    user_id = await state.authenticator.authenticate(request.headers.get("authorization"))
+    user_id = await state.authenticator.authenticate(request.headers)
     run_id = request.path_params["run_id"]
     if await cancel_run(state, user_id=user_id, run_id=run_id) is None:
         await owned_run(state, user_id, run_id)  # not this user's: 404, exactly as for a missing run

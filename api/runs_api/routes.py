@@ -26,7 +26,7 @@ from domain.run_views import RunView, unix_seconds
 
 async def _caller(request: Request) -> tuple[AppState, str]:
     state: AppState = request.state.app
-    user_id = await state.authenticator.authenticate(request.headers.get("authorization"))
+    user_id = await state.authenticator.authenticate(request.headers)
     return state, user_id
 
 
