@@ -23,8 +23,11 @@ from starlette.datastructures import Headers
 from api.frontend_users import FrontEndUsers
 from domain.errors import AuthenticationFailed
 from domain.settings import Settings
+from domain.text import unstorable_reason
 
 LOCAL_USER = "local"
+# What a user id column holds.
+MAX_USER_ID_CHARS = 255
 HMAC_ALGORITHMS = ["HS256"]
 JWKS_ALGORITHMS = ["RS256", "EdDSA"]
 
@@ -62,7 +65,8 @@ class Authenticator:
         if not authorization:
             raise AuthenticationFailed("missing credentials: send 'Authorization: Bearer <key or token>'")
         scheme, _, credential = authorization.partition(" ")
-        credential = credential.strip()
+        # Only the spaces and tabs HTTP allows around a value: a key followed by a no-break space is another key.
+        credential = credential.strip(" \t")
         if scheme.lower() != "bearer" or not credential:
             raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key or token>'")
         key = _digest(credential)
@@ -103,4 +107,8 @@ class Authenticator:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthenticationFailed("invalid token: no subject")
+        if unstorable_reason(subject, max_chars=MAX_USER_ID_CHARS) is not None:
+            raise AuthenticationFailed(
+                f"invalid token: the subject must be storable text of at most {MAX_USER_ID_CHARS} characters"
+            )
         return subject

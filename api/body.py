@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 
 from domain.errors import InvalidRequest, PayloadTooLarge, SwitchboardError, first_problem
+from domain.text import unstorable_reason
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
@@ -19,7 +21,7 @@ MAX_NESTING = 64
 async def read_json(request: Request, *, max_bytes: int, error: type[SwitchboardError] = InvalidRequest) -> Any:
     """The body's JSON; a body that is not JSON is `error`, 400 unless the surface says otherwise."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -32,31 +34,60 @@ async def read_json(request: Request, *, max_bytes: int, error: type[Switchboard
     if not body:
         raise error("request body is empty; expected a JSON object")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as exc:
         raise error(f"request body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise error(f"request body is nested deeper than {MAX_NESTING} levels") from exc
-    if _depth_exceeds(data, MAX_NESTING):
-        raise error(f"request body is nested deeper than {MAX_NESTING} levels")
+    problem = _unusable(data)
+    if problem is not None:
+        message, param = problem
+        raise error(message, param=param)
     return data
 
 
-def _depth_exceeds(data: Any, limit: int) -> bool:
-    """Whether JSON nests deeper than `limit`; iterative, so a hostile body cannot exhaust the stack."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
+def _no_constant(name: str) -> Any:
+    # Python's parser takes NaN and Infinity, which JSON has not got; nobody downstream could send them on.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if math.isinf(number):
+        raise ValueError(f"the number {literal[:20]} is out of range")
+    return number
+
+
+def _unusable(data: Any) -> tuple[str, str | None] | None:
+    """What makes a parsed body unusable: nesting deeper than `MAX_NESTING`, or a string (key or value)
+    that is not storable text (a NUL, an unpaired surrogate). Iterative, so that a hostile body cannot
+    exhaust the stack; the path it names is the one a client would look for."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
     while stack:
-        value, depth = stack.pop()
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            reason = unstorable_reason(value)
+            if reason is not None:
+                return f"{path or 'the body'}: text {reason}", path or None
+            continue
         if isinstance(value, dict):
-            children: Any = value.values()
+            items: Any = value.items()
         elif isinstance(value, list):
-            children = value
+            items = ((f"[{index}]", child) for index, child in enumerate(value))
         else:
             continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+        if depth > MAX_NESTING:
+            return f"request body is nested deeper than {MAX_NESTING} levels", None
+        for key, child in items:
+            if isinstance(value, dict):
+                reason = unstorable_reason(key)
+                if reason is not None:
+                    return f"{path or 'the body'}: a key {reason}", path or None
+                child_path = f"{path}.{key}" if path else key
+            else:
+                child_path = f"{path}{key}"
+            stack.append((child, child_path, depth + 1))
+    return None
 
 
 @overload
@@ -74,5 +105,5 @@ def validate(schema: Any, data: Any, *, error: type[SwitchboardError] = InvalidR
     try:
         return validator(data)
     except ValidationError as exc:
-        param, message = first_problem(exc)
+        param, message = first_problem(exc, data)
         raise error(f"{param}: {message}" if param else message, param=param) from exc

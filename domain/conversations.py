@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import secrets
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,13 +16,30 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from domain.database import conflict_insert
+from domain.errors import InvalidRequest
 from domain.models import UNFINISHED, Conversation, Message, Run, ToolCall, utcnow
+from domain.text import check_storable
 
 MAX_KEY_LENGTH = 255
 
 
 def new_conversation_key() -> str:
     return "conv_" + secrets.token_hex(12)
+
+
+def parse_key(raw: str, *, param: str) -> str:
+    """A conversation id as a client gave it, in a body, a header or a path, checked the same way for all.
+
+    Ids are opaque to us: anything printable goes, `/` included (paths take it as `%2F` or as it is).
+    Surrounding whitespace goes, as a header loses it anyway; a control character is invisible where a
+    person reads it, so it is refused.
+    """
+    key = check_storable(raw.strip(), param=param, max_chars=MAX_KEY_LENGTH)
+    if not key:
+        raise InvalidRequest(f"{param} must not be empty", param=param)
+    if any(unicodedata.category(char) == "Cc" for char in key):
+        raise InvalidRequest(f"{param} must not contain control characters", param=param)
+    return key
 
 
 def title_from(text: str, *, max_chars: int = 80) -> str | None:

@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from domain.errors import ServiceUnavailable
+from domain.errors import ServiceUnavailable, SwitchboardError
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -53,12 +53,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 @asynccontextmanager
 async def unavailable_on_connection_errors() -> AsyncIterator[None]:
-    """Translate "the database is not there" into our error; let every other database error through."""
+    """Translate "the database is not there" into our error, and our own errors raised while a statement
+    was built (unstorable text, see `domain.models.StoredText`) back into themselves; let every other
+    database error through."""
     try:
         yield
     except (OperationalError, DBAPIError) as exc:
         if isinstance(exc, OperationalError) or exc.connection_invalidated:
             raise ServiceUnavailable("the database is unreachable") from exc
+        raise
+    except StatementError as exc:
+        if isinstance(exc.orig, SwitchboardError):
+            raise exc.orig from exc
         raise
     except (OSError, TimeoutError) as exc:
         raise ServiceUnavailable("the database is unreachable") from exc

@@ -18,10 +18,43 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from domain.text import UnstorableText, unstorable_reason
 
 # SQLite only auto-increments an `INTEGER PRIMARY KEY`; PostgreSQL gets a real bigint.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class StoredText(TypeDecorator[str]):
+    """A text column that refuses, on every write and lookup, what the database could not store.
+
+    PostgreSQL fails on NUL and on over-long values deep inside a statement, and SQLite stores
+    either without a word; this makes both databases refuse them alike, as bad input.
+    """
+
+    impl: type[String] = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is not None:
+            reason = unstorable_reason(value, max_chars=getattr(self.impl_instance, "length", None))
+            if reason is not None:
+                raise UnstorableText(f"text {reason}")
+        return value
+
+
+class StoredString(StoredText):
+    """`StoredText` with a length limit, as a `VARCHAR(length)`."""
+
+    impl = String
+    cache_ok = True
+
+
+def _text(length: int | None = None) -> StoredText:
+    return StoredText() if length is None else StoredString(length)
 
 
 def utcnow() -> datetime:
@@ -42,9 +75,9 @@ class Conversation(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(String(255))
-    key: Mapped[str] = mapped_column(String(255))
-    title: Mapped[str | None] = mapped_column(String(255), default=None)
+    user_id: Mapped[str] = mapped_column(_text(255))
+    key: Mapped[str] = mapped_column(_text(255))
+    title: Mapped[str | None] = mapped_column(_text(255), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -59,15 +92,15 @@ class Message(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    item_id: Mapped[str] = mapped_column(String(64), unique=True)
-    user_id: Mapped[str] = mapped_column(String(255))
+    item_id: Mapped[str] = mapped_column(_text(64), unique=True)
+    user_id: Mapped[str] = mapped_column(_text(255))
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
-    run_id: Mapped[str | None] = mapped_column(String(64), default=None)
-    role: Mapped[str] = mapped_column(String(16))
-    content: Mapped[str] = mapped_column(Text, default="")
+    run_id: Mapped[str | None] = mapped_column(_text(64), default=None)
+    role: Mapped[str] = mapped_column(_text(16))
+    content: Mapped[str] = mapped_column(_text(), default="")
     # Assistant messages that called client-side tools keep the calls; `tool` messages name the call.
     tool_calls: Mapped[list[Any] | None] = mapped_column(default=None)
-    tool_call_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    tool_call_id: Mapped[str | None] = mapped_column(_text(255), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -106,22 +139,22 @@ class Run(Base):
         ),
     )
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(255))
+    id: Mapped[str] = mapped_column(_text(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(_text(255))
     conversation_id: Mapped[int | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), default=None
     )
-    assistant: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    assistant: Mapped[str] = mapped_column(_text(64))
+    status: Mapped[str] = mapped_column(_text(16), default="queued")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
-    request_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    request_id: Mapped[str | None] = mapped_column(_text(128), default=None)
     spec: Mapped[dict[str, Any] | None] = mapped_column(default=None)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(_text(255), default=None)
     # A digest of the request an idempotency key was first used with: the same key with another body is refused.
-    request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    request_hash: Mapped[str | None] = mapped_column(_text(64), default=None)
     # Why it failed: a `RunFailureCode`, and a message for people.
-    error_code: Mapped[str | None] = mapped_column(String(32), default=None)
-    error: Mapped[str | None] = mapped_column(Text, default=None)
+    error_code: Mapped[str | None] = mapped_column(_text(32), default=None)
+    error: Mapped[str | None] = mapped_column(_text(), default=None)
     usage: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
@@ -141,10 +174,10 @@ class Task(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(_text(255))
     number: Mapped[int] = mapped_column(Integer)
-    title: Mapped[str] = mapped_column(String(200))
-    description: Mapped[str | None] = mapped_column(Text, default=None)
+    title: Mapped[str] = mapped_column(_text(200))
+    description: Mapped[str | None] = mapped_column(_text(), default=None)
     completed: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -155,7 +188,7 @@ class TaskSequence(Base):
 
     __tablename__ = "task_sequences"
 
-    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(_text(255), primary_key=True)
     last_number: Mapped[int] = mapped_column(Integer, default=0)
 
 
@@ -173,14 +206,14 @@ class ToolCall(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(_text(255))
     conversation_id: Mapped[int | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), default=None
     )
-    run_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    run_id: Mapped[str | None] = mapped_column(_text(64), default=None)
     ordinal: Mapped[int | None] = mapped_column(Integer, default=None)
-    call_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    tool_name: Mapped[str] = mapped_column(String(64))
+    call_id: Mapped[str | None] = mapped_column(_text(255), default=None)
+    tool_name: Mapped[str] = mapped_column(_text(64))
     arguments: Mapped[dict[str, Any]] = mapped_column(default=dict)
     result: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
     is_error: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -41,6 +41,7 @@ from domain.assistants import TODO_MAX_MESSAGE_CHARS
 from domain.database import unavailable_on_connection_errors
 from domain.errors import InvalidRequest, NotFound
 from domain.pagination import MAX_LIMIT
+from domain.text import check_storable
 from domain.threads import MAX_TITLE_CHARS
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class ChatKitEndpoint:
         _check(parsed)
         thread_id = getattr(parsed.params, "thread_id", None)
         if isinstance(thread_id, str):
+            thread_id = conversations.parse_key(thread_id, param="params.thread_id")
             async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
                 if await conversations.get(connection, user_id=user_id, key=thread_id) is None:
                     raise NotFound(f"thread '{thread_id}' not found", param="thread_id")
@@ -106,8 +108,8 @@ def _check(request: ChatKitReq) -> None:
         limit = request.params.limit
         if limit is not None and not 1 <= limit <= MAX_LIMIT:
             raise InvalidRequest(f"limit must be from 1 to {MAX_LIMIT}", param="params.limit")
-    elif isinstance(request, ThreadsUpdateReq) and len(request.params.title) > MAX_TITLE_CHARS:
-        raise InvalidRequest(f"title is longer than {MAX_TITLE_CHARS} characters", param="params.title")
+    elif isinstance(request, ThreadsUpdateReq):
+        check_storable(request.params.title, param="params.title", max_chars=MAX_TITLE_CHARS)
 
 
 def _check_input(given: UserMessageInput) -> None:

@@ -20,22 +20,21 @@ from starlette.responses import Response
 from api.openai.chat_completions import stream_chunks
 from api.openai.chunks import ChunkWriter
 from api.relay.follow import follow_run
-from api.relay.sse import event_stream
+from api.relay.sse import event_stream, resume_after
 from api.state import AppState
 from domain import run_views
 from domain.database import unavailable_on_connection_errors
-from domain.errors import InvalidRequest, NotFound
+from domain.errors import NotFound
 from domain.run_views import unix_seconds
 
 _COMPLETION_ID = re.compile(r"^chatcmpl-([0-9a-f]{24})$")
-_EVENT_NUMBER = re.compile(r"^[0-9]{1,15}$")
 
 
 async def resume_completion(request: Request) -> Response:
     state: AppState = request.state.app
     user_id = await state.authenticator.authenticate(request.headers)
     completion_id = request.path_params["completion_id"]
-    after = _after(request)
+    after = resume_after(request)
     matched = _COMPLETION_ID.match(completion_id)
     run = None
     if matched is not None:
@@ -62,10 +61,3 @@ async def _chunks(
     async with cleanup:
         async for chunk in chunks:
             yield chunk
-
-
-def _after(request: Request) -> int:
-    given = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not _EVENT_NUMBER.match(given.strip()):
-        raise InvalidRequest("Last-Event-ID (or after) must be an event number", param="Last-Event-ID")
-    return int(given.strip())

@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator, Mapping
 
 import anyio
 from sse_starlette import EventSourceResponse
+from starlette.requests import Request
 
+from domain.pagination import parse_whole_number
 from domain.settings import Settings
 
 # How long a stream gets to say goodbye (an error event, `[DONE]`) once the server starts shutting down.
@@ -29,3 +31,15 @@ def event_stream(
         shutdown_event=shutdown,
         shutdown_grace_period=SHUTDOWN_GRACE_S,
     )
+
+
+def resume_after(request: Request) -> int:
+    """The event a resumed stream starts after: `Last-Event-ID` (as an EventSource resends it), else
+    `?after`, else 0, the beginning."""
+    for name, raw in (
+        ("Last-Event-ID", request.headers.get("last-event-id")),
+        ("after", request.query_params.get("after")),
+    ):
+        if raw is not None and raw.strip():
+            return parse_whole_number(raw, param=name)
+    return 0

@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.relay.replay import replay_run
-from api.relay.sse import event_stream
+from api.relay.sse import event_stream, resume_after
 from api.state import AppState
-from domain import run_views
+from domain import conversations, run_views
 from domain.database import unavailable_on_connection_errors
-from domain.errors import InvalidRequest, NotFound
+from domain.errors import NotFound
 from domain.pagination import decode_position, encode_cursor, parse_limit
 from domain.run_views import RunView, unix_seconds
 
@@ -73,7 +73,10 @@ async def list_runs(request: Request) -> Response:
     params = request.query_params
     status = run_views.parse_status(params.get("status"))
     limit = parse_limit(params.get("limit"))
-    conversation_key = params.get("conversation_id") or None
+    given_conversation = params.get("conversation_id")
+    conversation_key = (
+        conversations.parse_key(given_conversation, param="conversation_id") if given_conversation else None
+    )
     cursor = params.get("after")
     after = decode_position(cursor, id_type=str, param="after") if cursor else None
     async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
@@ -98,25 +101,10 @@ async def list_runs(request: Request) -> Response:
     )
 
 
-def _after(request: Request) -> int:
-    """Where to start: `Last-Event-ID` (as an EventSource resends it), else `?after`, else the beginning."""
-    for name, raw in (
-        ("Last-Event-ID", request.headers.get("last-event-id")),
-        ("after", request.query_params.get("after")),
-    ):
-        if raw is None or raw.strip() == "":
-            continue
-        raw = raw.strip()
-        if not raw.isdigit():
-            raise InvalidRequest(f"{name} must be an event id: a whole number", param=name)
-        return int(raw)
-    return 0
-
-
 async def run_events(request: Request) -> Response:
     state, user_id = await _caller(request)
     run_id = request.path_params["run_id"]
-    after = _after(request)
+    after = resume_after(request)
     await owned_run(state, user_id, run_id)
     shutdown = anyio.Event()
     return event_stream(_sse(state, run_id, after, shutdown), settings=state.settings, shutdown=shutdown)

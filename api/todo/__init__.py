@@ -10,6 +10,7 @@ routes: list[BaseRoute] = [
     Route("/{user_id}/chat", chat, methods=["POST"]),
     Route("/{user_id}/tasks", history.list_tasks, methods=["GET"]),
     Route("/{user_id}/conversations", history.list_conversations, methods=["GET"]),
-    Route("/{user_id}/conversations/{conversation_id}/messages", history.list_messages, methods=["GET"]),
-    Route("/{user_id}/conversations/{conversation_id}", history.delete_conversation, methods=["DELETE"]),
+    # Conversation ids are the client's own and may hold a `/`: the `path` convertor takes the rest.
+    Route("/{user_id}/conversations/{conversation_id:path}/messages", history.list_messages, methods=["GET"]),
+    Route("/{user_id}/conversations/{conversation_id:path}", history.delete_conversation, methods=["DELETE"]),
 ]

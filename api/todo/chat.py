@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.body import read_json, validate
+from api.headers import header_text
 from api.relay.admission import idempotency_key
 from api.relay.policy import conversation_policy
 from api.relay.progress import (
@@ -38,15 +39,16 @@ from domain import conversations
 from domain.assistants import TODO_ASSISTANT, TODO_MAX_MESSAGE_CHARS
 from domain.chat import ChatMessage
 from domain.database import unavailable_on_connection_errors
-from domain.errors import NotFound, RunFailure, ServiceUnavailable, SwitchboardError, Unprocessable
+from domain.errors import InvalidRequest, NotFound, RunFailure, ServiceUnavailable, SwitchboardError, Unprocessable
 from domain.run_request import RunRequest
+from domain.text import StorableText
 
 
 class TodoChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     conversation_id: Annotated[str, Field(min_length=1, max_length=255)] | StrictInt | None = None
-    message: Annotated[str, Field(min_length=1, max_length=TODO_MAX_MESSAGE_CHARS)]
+    message: Annotated[StorableText, Field(min_length=1, max_length=TODO_MAX_MESSAGE_CHARS)]
 
     @field_validator("message")
     @classmethod
@@ -61,7 +63,7 @@ async def chat(request: Request) -> Response:
     # This API answers any body it cannot use with 422, as its clients expect.
     data = await read_json(request, max_bytes=state.settings.max_body_bytes, error=Unprocessable)
     body = validate(TodoChatRequest, data, error=Unprocessable)
-    key = None if body.conversation_id is None else str(body.conversation_id)
+    key = None if body.conversation_id is None else _conversation_key(str(body.conversation_id))
     if key is not None:
         async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
             if await conversations.get(connection, user_id=user_id, key=key) is None:
@@ -96,8 +98,15 @@ async def chat(request: Request) -> Response:
         stream,
         settings=state.settings,
         shutdown=shutdown,
-        headers={"X-Conversation-ID": run.conversation_key or "", "X-Run-ID": run.run_id},
+        headers={"X-Conversation-ID": header_text(run.conversation_key or ""), "X-Run-ID": run.run_id},
     )
+
+
+def _conversation_key(given: str) -> str:
+    try:
+        return conversations.parse_key(given, param="conversation_id")
+    except InvalidRequest as exc:
+        raise Unprocessable(exc.message, param=exc.param) from exc
 
 
 class _Reply:

@@ -27,7 +27,7 @@ async def list_tasks(request: Request) -> Response:
     status = tasks.parse_status(request.query_params.get("status", "all"))
     limit = parse_limit(request.query_params.get("limit"))
     cursor = request.query_params.get("cursor")
-    after = int(decode_cursor(cursor, arity=1)[0]) if cursor else None
+    after = decode_cursor(cursor, int)[0] if cursor else None
     async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
         found = await tasks.list_tasks(
             connection,
@@ -72,10 +72,10 @@ async def list_conversations(request: Request) -> Response:
 
 async def list_messages(request: Request) -> Response:
     state, user_id = await caller(request)
-    key = request.path_params["conversation_id"]
+    key = conversations.parse_key(request.path_params["conversation_id"], param="conversation_id")
     limit = parse_limit(request.query_params.get("limit"))
     cursor = request.query_params.get("cursor")
-    after = int(decode_cursor(cursor, arity=1)[0]) if cursor else None
+    after = decode_cursor(cursor, int)[0] if cursor else None
     async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
         conversation = await conversations.get(connection, user_id=user_id, key=key)
         if conversation is None:
@@ -104,7 +104,7 @@ async def list_messages(request: Request) -> Response:
 
 async def delete_conversation(request: Request) -> Response:
     state, user_id = await caller(request)
-    key = request.path_params["conversation_id"]
+    key = conversations.parse_key(request.path_params["conversation_id"], param="conversation_id")
     async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
         stopped = await conversations.delete(connection, user_id=user_id, key=key)
     if stopped is None:
