@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 
 import anyio
+import structlog
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 
+from api.errors import error_body
 from domain.pagination import parse_whole_number
 from domain.settings import Settings
+
+log = structlog.get_logger("switchboard.api")
 
 # How long a stream gets to say goodbye (an error event, `[DONE]`) once the server starts shutting down.
 SHUTDOWN_GRACE_S = 2.0
@@ -24,13 +29,30 @@ def event_stream(
 ) -> EventSourceResponse:
     """Keep-alive comments every `keepalive_s`; `shutdown` is set when the server begins to stop."""
     return EventSourceResponse(
-        events,
+        _ending_in_an_error_if_it_crashes(events),
         headers=dict(headers or {}),
         ping=settings.keepalive_s,
         sep="\n",
         shutdown_event=shutdown,
         shutdown_grace_period=SHUTDOWN_GRACE_S,
     )
+
+
+async def _ending_in_an_error_if_it_crashes(
+    events: AsyncIterator[dict[str, str]] | AsyncIterator[bytes],
+) -> AsyncIterator[dict[str, str] | bytes]:
+    """The stream, and if it raises, an `error` event in our error shape before it ends.
+
+    Each surface ends its streams with a terminal event of its own; an exception that escapes one is a
+    bug, logged as one, but the client still hears that its stream is over and did not just drop.
+    """
+    try:
+        async for event in events:
+            yield event
+    except Exception as exc:
+        log.exception("stream.crashed", error_type=type(exc).__name__)
+        body = error_body("internal server error", type_="server_error", code="internal_error")
+        yield {"event": "error", "data": json.dumps(body)}
 
 
 def resume_after(request: Request) -> int:
