@@ -11,13 +11,14 @@ remember them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ValidationError
 
 # Why a run failed: a closed set, stored in the run's `error_code` column and sent in `run.failed`.
 RunFailureCode = Literal[
     "provider_error",  # the model provider answered with an error or could not be reached
+    "provider_rejected",  # the model provider refused what the client sent (its HTTP 400): the client's to fix
     "provider_timeout",  # the model provider did not answer in time
     "run_timeout",  # the run went past SWITCHBOARD_RUN_TIMEOUT_S
     "service_unavailable",  # the turn was stored, but the job could not be handed to a worker
@@ -125,8 +126,45 @@ class ProviderTimeout(RunFailure):
     code = "provider_timeout"
 
 
-def first_problem(exc: ValidationError) -> tuple[str | None, str]:
-    """(where, what) of a pydantic validation failure's first error, for a one-line message."""
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or None
-    return where, str(error["msg"]).removeprefix("Value error, ")
+_NO_INPUT = object()
+
+
+def first_problem(exc: ValidationError, data: Any = _NO_INPUT) -> tuple[str | None, str]:
+    """(where, what) of a pydantic validation failure, for a one-line message.
+
+    Given the input `data`, a union's failure reads as the client's mistake rather than the validator's
+    internals: pydantic reports an error from every branch of a union, each under the branch's label
+    (`function-after[_storable(), str]`, `list[str]`), and the branch that got deepest into the input is the
+    one the client meant. Labels name no place in the input, so `where` leaves them out; branches that failed
+    at the same depth are told together ("a string, or a list").
+    """
+    errors = exc.errors()
+    if data is _NO_INPUT:
+        error = errors[0]
+        return ".".join(str(part) for part in error["loc"]) or None, _message(error["msg"])
+    placed = [(_place_in(data, error["loc"], missing=error["type"] == "missing"), error) for error in errors]
+    deepest = max(len(place) for place, _ in placed)
+    where = next(place for place, _ in placed if len(place) == deepest)
+    messages = list(dict.fromkeys(_message(error["msg"]) for place, error in placed if place == where))
+    what = messages[0] + "".join(f", or {message[:1].lower()}{message[1:]}" for message in messages[1:])
+    return ".".join(str(part) for part in where) or None, what
+
+
+def _message(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def _place_in(data: Any, loc: tuple[int | str, ...], *, missing: bool) -> tuple[int | str, ...]:
+    """The parts of an error's `loc` that are places in `data` (keys, indexes), without union labels."""
+    place: list[int | str] = []
+    value = data
+    for position, part in enumerate(loc):
+        index = part if isinstance(part, int) else -1
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and 0 <= index < len(value):
+            value = value[index]
+        elif not (missing and position == len(loc) - 1):
+            continue  # a union branch's label
+        place.append(part)
+    return tuple(place)
