@@ -44,6 +44,7 @@ _STATUS: list[tuple[type[SwitchboardError], int, str]] = [
 # A failed run, told to a client that waited for its outcome: each failure code's status and type.
 RUN_FAILURE_STATUS: dict[RunFailureCode, tuple[int, str]] = {
     "provider_error": (502, "upstream_error"),
+    "provider_rejected": (400, "invalid_request_error"),
     "provider_timeout": (504, "timeout_error"),
     "run_timeout": (504, "timeout_error"),
     "service_unavailable": (503, "service_unavailable_error"),

@@ -7,24 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from domain.content import MediaPart, MessageContent, TextPart
+from domain.text import StorableText
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
-def _storable(text: str) -> str:
-    # NUL and unpaired surrogates decode from JSON but no database stores them: refuse them here, as
-    # bad input, rather than fail later on the INSERT.
-    if "\x00" in text:
-        raise ValueError("text must not contain NUL characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text must be valid Unicode (an unpaired surrogate was found)") from None
-    return text
-
-
-Text = Annotated[str, AfterValidator(_storable)]
+# Every string of a message is stored with the conversation: refused as bad input if it cannot be.
+Text = StorableText
 
 
 class FunctionCall(BaseModel):
@@ -44,23 +36,23 @@ class ToolCallSpec(BaseModel):
     function: FunctionCall
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    type: Literal["text", "input_text"] = "text"
-    text: Text
-
-
 class ChatMessage(BaseModel):
-    """One message of an OpenAI request. Content arrives as a string or as text parts."""
+    """One message of an OpenAI request. Content arrives as a string or as parts (`domain/content.py`):
+    text in any message, images, audio and files in a user's."""
 
     model_config = ConfigDict(extra="ignore")
 
     role: Role
-    content: Text | list[TextPart] | None = None
+    content: MessageContent | None = None
     name: Text | None = None
     tool_calls: list[ToolCallSpec] | None = None
     tool_call_id: Text | None = None
+
+    @model_validator(mode="after")
+    def _media_from_users_only(self) -> ChatMessage:
+        if self.role != "user" and self.media_parts:
+            raise ValueError(f"only user messages may have {self.media_parts[0].type} parts")
+        return self
 
     @property
     def text(self) -> str:
@@ -68,7 +60,14 @@ class ChatMessage(BaseModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    @property
+    def media_parts(self) -> list[MediaPart]:
+        """The content's images, audio and files."""
+        if not isinstance(self.content, list):
+            return []
+        return [part for part in self.content if not isinstance(part, TextPart)]
 
 
 class FunctionDefinition(BaseModel):
@@ -88,13 +87,23 @@ class ToolDefinition(BaseModel):
 
 
 class ModelParams(BaseModel):
-    """Sampling parameters that reach the provider unchanged."""
+    """Sampling parameters that reach the provider unchanged, each under the name the client gave it."""
 
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     stop: list[str] | None = None
     parallel_tool_calls: bool | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, int | float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    reasoning_effort: str | None = None
+    # `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {...}}`, as the client sent it.
+    response_format: dict[str, Any] | None = None
 
 
 ToolChoice = Literal["none", "auto", "required"] | dict[str, Any]

@@ -76,6 +76,8 @@ class RunCompleted(_Event):
     type: Literal["run.completed"] = "run.completed"
     finish_reason: FinishReason = "stop"
     usage: Usage = Field(default_factory=Usage)
+    # The answer's token log probabilities, in OpenAI's shape, when the client asked and the provider told.
+    logprobs: list[dict[str, Any]] | None = None
 
 
 class RunFailed(_Event):

@@ -98,6 +98,9 @@ class Message(Base):
     run_id: Mapped[str | None] = mapped_column(_text(64), default=None)
     role: Mapped[str] = mapped_column(_text(16))
     content: Mapped[str] = mapped_column(_text(), default="")
+    # A message with images, audio or files keeps all its parts as the client sent them (`content` keeps
+    # their text, for listings); the model is given the parts.
+    parts: Mapped[list[Any] | None] = mapped_column(default=None)
     # Assistant messages that called client-side tools keep the calls; `tool` messages name the call.
     tool_calls: Mapped[list[Any] | None] = mapped_column(default=None)
     tool_call_id: Mapped[str | None] = mapped_column(_text(255), default=None)

@@ -27,6 +27,7 @@ from domain.errors import Conflict, RunFailureCode
 from domain.events import RunCancelled, RunCompleted, RunFailed, TerminalEvent, Usage
 from domain.models import UNFINISHED, Message, Run, utcnow
 from domain.run_request import ChatJob, RunRequest
+from domain.text import scrub
 
 # Set with every end of a run. A turn outside any conversation (an Open WebUI temporary chat or
 # background task) keeps what its model was given (the client's messages) only while it may still
@@ -61,8 +62,16 @@ def message_values(
         "content": storable_text(message.text),
         "tool_calls": [call.model_dump() for call in message.tool_calls] if message.tool_calls else None,
         "tool_call_id": message.tool_call_id,
+        "parts": _stored_parts(message),
         "created_at": utcnow(),
     }
+
+
+def _stored_parts(message: ChatMessage) -> list[dict[str, Any]] | None:
+    """A message with images, audio or files: every part, as the client sent it, for the next turns."""
+    if not isinstance(message.content, list) or not message.media_parts:
+        return None
+    return [part.model_dump(mode="json", exclude_none=True) for part in message.content]
 
 
 async def accept(
@@ -401,10 +410,11 @@ async def fail(connection: AsyncConnection, *, run_id: str, attempt: int, code: 
     result = await connection.execute(
         update(Run)
         .where(Run.id == run_id, Run.attempt == attempt, Run.status.in_(UNFINISHED))
+        # A provider's error text is quoted here as it came: whatever it holds, the failure is recorded.
         .values(
             status="failed",
             error_code=code,
-            error=message,
+            error=scrub(message),
             finished_at=utcnow(),
             lease_expires_at=None,
             **_FORGET_UNSTORED_INPUT,

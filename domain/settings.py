@@ -57,6 +57,11 @@ class Settings(BaseSettings):
 
     history_window: int = Field(default=20, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # An image, audio or file a message carries inline, decoded; a larger one is 413.
+    max_part_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # A chat completion's body, which carries such parts base64-encoded (4/3 of their size) and, from
+    # clients that resend the whole conversation, carries them again on every turn.
+    max_chat_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     run_timeout_s: float = Field(default=300.0, gt=0)
     # A running attempt renews its lease; one whose lease lapsed this long ago is lost and retried.
     run_lease_s: float = Field(default=15.0, gt=0)
@@ -158,6 +163,16 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @model_validator(mode="after")
+    def _check_chat_body(self) -> Settings:
+        # A part the part limit lets through must fit in a body, next to the rest of the request.
+        if self.max_chat_body_bytes < self.max_body_bytes + -(-self.max_part_bytes // 3) * 4:
+            raise ValueError(
+                "SWITCHBOARD_MAX_CHAT_BODY_BYTES must be at least SWITCHBOARD_MAX_BODY_BYTES plus 4/3 of "
+                "SWITCHBOARD_MAX_PART_BYTES (a part arrives base64-encoded)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_provider(self) -> Settings:

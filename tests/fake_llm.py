@@ -20,7 +20,7 @@ content, or the ``text`` parts of list content), so processes that only talk to 
 fake through an application under test can still control it:
 
 ``(no directive)``               reply ``echo: <user text without directives, stripped>``
-``[[reply:SOME TEXT]]``          reply exactly SOME TEXT
+``[[reply:SOME TEXT]]``          reply exactly SOME TEXT (``<NUL>`` in it becomes a NUL character)
 ``[[tool:NAME {json args}]]``    call tool NAME with those args (``finish_reason: tool_calls``);
                                  repeat for parallel calls; args optional (``{}``); ignored
                                  unless the request's ``tools`` offer NAME
@@ -39,6 +39,10 @@ If the last message of the conversation has role ``tool``, the reply is the text
 
 Text is streamed in 4-character chunks. Errors with status 429 or >= 500 carry a
 ``retry-after-ms: 10`` header so SDK retries are quick.
+
+A request with ``"logprobs": true`` gets log probabilities for its text, one entry per chunk (the
+chunk's text is its token, its logprob ``-0.1 * its position``, with ``top_logprobs`` alternatives),
+in the completion's choice or in each streamed chunk, as OpenAI sends them.
 """
 
 from __future__ import annotations
@@ -169,7 +173,8 @@ class Script:
         for name, arg in directives:
             try:
                 if name == "reply" and reply is None:
-                    reply = arg or ""
+                    # `<NUL>` stands for the character no client may send but a model may write.
+                    reply = (arg or "").replace("<NUL>", "\x00")
                 elif name == "tool":
                     tools.append(arg)
                 elif name == "error":
@@ -334,15 +339,36 @@ class _Completion:
             for name, args in self.script.tool_calls
         ]
 
+    def _logprobs(self, tokens: list[str], first: int = 0) -> dict[str, Any] | None:
+        """OpenAI's `logprobs` for these tokens, if the request asked for them."""
+        if not self.body.get("logprobs"):
+            return None
+        alternatives = int(self.body.get("top_logprobs") or 0)
+
+        def entry(token: str, logprob: float) -> dict[str, Any]:
+            return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+        content = [
+            {
+                **entry(token, round(-0.1 * position, 3)),
+                "top_logprobs": [entry(token, round(-0.1 * position, 3))]
+                + [entry(f"alt{n}", round(-0.1 * position - n, 3)) for n in range(1, alternatives)],
+            }
+            for position, token in enumerate(tokens, start=first)
+        ]
+        return {"content": content, "refusal": None}
+
     def _completion(self) -> dict[str, Any]:
         s = self.script
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
+        logprobs = None
         if s.tool_calls:
             message["tool_calls"] = self._tool_call_dicts()
             finish = "tool_calls"
         else:
             message["content"] = s.text
             finish = "stop"
+            logprobs = self._logprobs(s.pieces)
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -350,7 +376,7 @@ class _Completion:
             "model": self.model,
             "system_fingerprint": "fp_fake",
             "service_tier": "default",
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}],
             "usage": s.usage(),
         }
 
@@ -392,8 +418,10 @@ class _Completion:
         )[:-1]
         suffix = ',"usage":null}' if include_usage else "}"
 
-        def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice = _dumps([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
+        def event(delta: dict[str, Any], finish: str | None = None, position: int = 0) -> bytes:
+            # Each content chunk carries its own token's log probability, numbered from the first.
+            logprobs = self._logprobs([delta["content"]], first=position) if delta.get("content") else None
+            choice = _dumps([{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}])
             return f'data: {prefix},"choices":{choice}{suffix}\n\n'.encode()
 
         await send(
@@ -416,7 +444,7 @@ class _Completion:
                     return
             elif n % 16 == 15:
                 await asyncio.sleep(0)  # be fair to other streams
-            await send({"type": "http.response.body", "body": event(delta), "more_body": True})
+            await send({"type": "http.response.body", "body": event(delta, position=n - 1), "more_body": True})
         if s.midstream_error:
             raise MidstreamAbort("midstream_error directive")
         tail = event({}, "tool_calls" if s.tool_calls else "stop")

@@ -30,6 +30,7 @@ from tests.fake_llm import FakeLLM
 from tests.test_openai_wire import CHAT, MODEL, marker, post_stream, stream_payloads, user
 
 ONE_MIB = 1024 * 1024
+CHAT_LIMIT = 32 * ONE_MIB  # the default SWITCHBOARD_MAX_CHAT_BODY_BYTES
 ERROR_KEYS = {"message", "type", "param", "code"}
 
 
@@ -142,7 +143,7 @@ BAD_BODIES: list[tuple[str, bytes | dict[str, Any] | list[Any], str | None]] = [
     (
         "nan_temperature",
         b'{"model": "assistant", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
-        "temperature",
+        None,  # NaN is not JSON: the body is refused as a whole
     ),
 ]
 
@@ -273,14 +274,22 @@ async def test_unknown_route_and_wrong_method_are_json_errors(deployment: Deploy
 
 
 async def test_body_at_the_limit_is_accepted(deployment: Deployment) -> None:
+    # A chat completion's limit is SWITCHBOARD_MAX_CHAT_BODY_BYTES: its images, audio and files come inline.
     async with deployment.http() as client:
-        response = await client.post(CHAT, content=padded(ONE_MIB), headers={"Content-Type": "application/json"})
+        response = await client.post(CHAT, content=padded(CHAT_LIMIT), headers={"Content-Type": "application/json"})
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == "padded"
 
 
+async def test_other_bodies_keep_the_smaller_limit(deployment: Deployment) -> None:
+    content = json.dumps({"message": "hi", "padding": "x" * ONE_MIB}).encode()
+    async with deployment.http() as client:
+        response = await client.post("/api/alice/chat", content=content, headers={"Content-Type": "application/json"})
+    assert_error(response, 413, type_="invalid_request_error", code="payload_too_large")
+
+
 async def test_oversize_body_is_413(deployment: Deployment) -> None:
-    content = padded(ONE_MIB + 1)
+    content = padded(CHAT_LIMIT + 1)
     async with deployment.http() as client:
         declared = await client.post(CHAT, content=content, headers={"Content-Type": "application/json"})
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from domain.chat import ChatMessage, ToolCallSpec
 from domain.events import FinishReason, Usage
 from domain.run_request import ChatJob
+from domain.text import scrub
 from workers.publisher import RunPublisher
 
 
@@ -19,9 +20,12 @@ class RunOutcome:
     usage: Usage = field(default_factory=Usage)
     # Calls to client-declared tools, returned to the client rather than run here.
     client_tool_calls: Sequence[ToolCallSpec] = ()
+    # The answer's token log probabilities, in OpenAI's shape, when the client asked and the provider told.
+    logprobs: list[dict[str, Any]] | None = None
 
     def as_message(self) -> ChatMessage:
-        return ChatMessage(role="assistant", content=self.text, tool_calls=list(self.client_tool_calls) or None)
+        # What a model writes is stored even when it wrote a NUL: nobody can be asked to fix it.
+        return ChatMessage(role="assistant", content=scrub(self.text), tool_calls=list(self.client_tool_calls) or None)
 
 
 class AgentRunner(Protocol):

@@ -25,6 +25,7 @@ from domain.events import RunCancelled, RunCompleted, RunFailed, RunStarted, Ter
 from domain.models import UNFINISHED, utcnow
 from domain.run_request import ChatJob
 from domain.runs import WORKER_LOST, outcome_event
+from domain.text import scrub
 from workers.agent_runner import RunOutcome
 from workers.context import DEPS_KEY, WorkerDeps
 from workers.provider_errors import ProviderFailure, provider_errors
@@ -162,7 +163,9 @@ async def _stored_window(connection: AsyncConnection, job: ChatJob, window: int)
 
 def _as_chat_message(row: Row[Any]) -> ChatMessage:
     calls = [ToolCallSpec.model_validate(call) for call in row.tool_calls] if row.tool_calls else None
-    return ChatMessage(role=row.role, content=row.content, tool_calls=calls, tool_call_id=row.tool_call_id)
+    # A message with media kept all its parts; `content` is only their text.
+    content = row.parts or row.content
+    return ChatMessage(role=row.role, content=content, tool_calls=calls, tool_call_id=row.tool_call_id)
 
 
 async def _succeed(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outcome: RunOutcome) -> str:
@@ -176,7 +179,11 @@ async def _succeed(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outc
         await _publish_end(
             publisher,
             RunCompleted(
-                run_id=job.run_id, attempt=job.attempt, finish_reason=outcome.finish_reason, usage=outcome.usage
+                run_id=job.run_id,
+                attempt=job.attempt,
+                finish_reason=outcome.finish_reason,
+                usage=outcome.usage,
+                logprobs=outcome.logprobs,
             ),
         )
     log.info("run.completed", finish_reason=outcome.finish_reason, stored=stored, **outcome.usage.model_dump())
@@ -219,7 +226,7 @@ async def _queue_next_turn(deps: WorkerDeps, conversation_id: int) -> None:
 async def _cancelled(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob) -> str:
     """Its owner stopped the run: what it said until then is stored as its answer."""
     publisher.flush()
-    partial = ChatMessage(role="assistant", content=publisher.text_sent())
+    partial = ChatMessage(role="assistant", content=scrub(publisher.text_sent()))
 
     async def store(connection: AsyncConnection) -> bool:
         return await runs.cancel(connection, job=job, partial=partial, usage=Usage())

@@ -35,10 +35,15 @@ from pydantic_ai.toolsets.external import ExternalToolset
 
 from domain.chat import ChatMessage, FunctionCall, ToolCallSpec
 from domain.events import ClientToolCallDelta, Usage
+from domain.passthrough import OPENAI_FIELDS
 from domain.run_request import ChatJob
+from domain.text import scrub
 from workers.agent_runner import RunOutcome
 from workers.history import to_model_messages
 from workers.publisher import RunPublisher
+
+# What reaches an OpenAI-protocol provider exactly as the client sent it.
+RAW_OPENAI_FIELDS = ("max_tokens", "max_completion_tokens", *OPENAI_FIELDS)
 
 INSTRUCTIONS = (
     "You are Switchboard's general assistant. Answer clearly and concisely. "
@@ -75,16 +80,26 @@ class GeneralAgentRunner:
             settings["temperature"] = params.temperature
         if params.top_p is not None:
             settings["top_p"] = params.top_p
-        if params.max_tokens is not None:
-            settings["max_tokens"] = params.max_tokens
         if params.stop:
             settings["stop_sequences"] = params.stop
         if params.parallel_tool_calls is not None and job.tools:
             settings["parallel_tool_calls"] = params.parallel_tool_calls
-        if self._pass_raw_openai_fields and job.tools and job.tool_choice not in (None, "auto", "none"):
+        if not self._pass_raw_openai_fields:
+            # One limit, whichever name the client gave it; the API refused what this provider cannot take.
+            max_tokens = params.max_completion_tokens or params.max_tokens
+            if max_tokens is not None:
+                settings["max_tokens"] = max_tokens
+            return settings
+        # An OpenAI-protocol provider gets these as the client sent them, under their own names: PydanticAI
+        # would send `max_tokens` as `max_completion_tokens` (which older vLLM, llama.cpp and Ollama servers
+        # ignore), and leave out sampling fields its profile of the model does not expect.
+        raw = params.model_dump(mode="json", include=set(RAW_OPENAI_FIELDS), exclude_none=True)
+        if job.tools and job.tool_choice not in (None, "auto", "none"):
             # PydanticAI refuses a static "required" or a named function for an agent run; for one model
             # step ending in an external call it is exactly right, so pass it through to the provider.
-            settings["extra_body"] = {"tool_choice": job.tool_choice}
+            raw["tool_choice"] = job.tool_choice
+        if raw:
+            settings["extra_body"] = raw
         return settings
 
 
@@ -174,19 +189,23 @@ class _RunTranslator:
     def _outcome(self, result: AgentRunResult[_AgentOutput]) -> RunOutcome:
         usage = Usage(prompt_tokens=result.usage.input_tokens, completion_tokens=result.usage.output_tokens)
         text = "".join(self._text_parts)
+        # OpenAI's models gather a response's log probabilities here, streamed or not.
+        logprobs = (result.response.provider_details or {}).get("logprobs")
         output = result.output
         match output:
             case DeferredToolRequests():
                 calls = [
                     ToolCallSpec(
-                        id=call.tool_call_id,
-                        function=FunctionCall(name=call.tool_name, arguments=call.args_as_json_str()),
+                        id=scrub(call.tool_call_id),
+                        function=FunctionCall(name=call.tool_name, arguments=scrub(call.args_as_json_str())),
                     )
                     for call in output.calls
                 ]
-                return RunOutcome(text=text, finish_reason="tool_calls", usage=usage, client_tool_calls=calls)
+                return RunOutcome(
+                    text=text, finish_reason="tool_calls", usage=usage, client_tool_calls=calls, logprobs=logprobs
+                )
             case str():
-                return RunOutcome(text=text or output, usage=usage)
+                return RunOutcome(text=text or output, usage=usage, logprobs=logprobs)
             case _:
                 assert_never(output)
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import mimetypes
 from collections.abc import Sequence
+from typing import Any, assert_never
 
 from pydantic_ai.messages import (
+    BinaryContent,
+    ImageUrl,
     ModelMessage,
     ModelRequest,
     ModelRequestPart,
@@ -14,9 +19,12 @@ from pydantic_ai.messages import (
     TextPart,
     ToolCallPart,
     ToolReturnPart,
+    UploadedFile,
+    UserContent,
     UserPromptPart,
 )
 
+from domain import content
 from domain.chat import ChatMessage
 
 
@@ -35,7 +43,7 @@ def to_model_messages(messages: Sequence[ChatMessage]) -> list[ModelMessage]:
         if message.role in ("system", "developer"):
             request_parts.append(SystemPromptPart(content=message.text))
         elif message.role == "user":
-            request_parts.append(UserPromptPart(content=message.text))
+            request_parts.append(UserPromptPart(content=_user_content(message)))
         elif message.role == "tool":
             call_id = message.tool_call_id or ""
             request_parts.append(
@@ -58,3 +66,45 @@ def to_model_messages(messages: Sequence[ChatMessage]) -> list[ModelMessage]:
             history.append(ModelResponse(parts=parts or [TextPart(content="")]))
     close_request()
     return history
+
+
+def _user_content(message: ChatMessage) -> str | list[UserContent]:
+    """Text alone goes as one string, as it always has; with media, every part in the client's order."""
+    if not message.media_parts or not isinstance(message.content, list):
+        return message.text
+    return [_user_item(part) for part in message.content]
+
+
+def _user_item(part: content.TextPart | content.MediaPart) -> UserContent:
+    match part:
+        case content.TextPart():
+            return part.text
+        case content.ImagePart():
+            image = part.image_url
+            # A `detail` goes on only when the client gave one.
+            metadata = {"detail": image.detail} if image.detail else None
+            if image.url.startswith("data:"):
+                return _binary(content.DataURL.parse(image.url), metadata)
+            return ImageUrl(url=image.url, vendor_metadata=metadata)
+        case content.AudioPart():
+            audio = part.input_audio
+            return BinaryContent(data=base64.b64decode(audio.data), media_type=content.AUDIO_MEDIA_TYPES[audio.format])
+        case content.FilePart():
+            file = part.file
+            if file.file_id is not None:
+                # OpenAI's file ids; the API lets them through to OpenAI only.
+                return UploadedFile(file_id=file.file_id, provider_name="openai")
+            assert file.file_data is not None  # a file part has one or the other
+            if file.file_data.startswith("data:"):
+                return _binary(content.DataURL.parse(file.file_data), None)
+            media_type = mimetypes.guess_type(file.filename or "")[0] or content.DEFAULT_FILE_MEDIA_TYPE
+            return _binary(content.DataURL(media_type=media_type, data=file.file_data), None)
+        case _:
+            assert_never(part)
+
+
+def _binary(data_url: content.DataURL, metadata: dict[str, Any] | None) -> BinaryContent:
+    content = BinaryContent(
+        data=base64.b64decode(data_url.data), media_type=data_url.media_type, vendor_metadata=metadata
+    )
+    return BinaryContent.narrow_type(content)

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain import tool_calls
 from domain.chat import ChatMessage
 from domain.events import ToolCalled, ToolReturned, Usage
+from domain.passthrough import TODO_FIELDS
 from domain.run_request import ChatJob
 from domain.tool_calls import RecordedCall, recorded_call_id
 from todo.server import CallOrdinals, RunBinding, TodoScope, recorded_result
@@ -156,12 +157,16 @@ async def _announce(run_id: str, calls: Sequence[RecordedCall], publisher: RunPu
 
 def _model_settings(job: ChatJob) -> ModelSettings:
     params = job.params
+    # What the client sent goes to the model under its own name (`max_tokens` stays `max_tokens`); the API
+    # refused the fields this assistant cannot take (`domain/passthrough.py`).
+    raw = params.model_dump(
+        mode="json", include={"stop", "max_tokens", "max_completion_tokens", *TODO_FIELDS}, exclude_none=True
+    )
     return ModelSettings(
         temperature=params.temperature,
         top_p=params.top_p,
-        max_tokens=params.max_tokens,
         parallel_tool_calls=params.parallel_tool_calls,
         # Off by default for servers other than OpenAI's; every provider here reports it when asked.
         include_usage=True,
-        extra_args={"stop": params.stop} if params.stop else None,
+        extra_args=raw or None,
     )

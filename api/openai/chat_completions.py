@@ -14,7 +14,8 @@ from starlette.responses import JSONResponse, Response
 
 from api.body import read_json, validate
 from api.errors import error_body
-from api.openai.chunks import ChunkWriter, usage_body
+from api.headers import header_text, text_header
+from api.openai.chunks import ChunkWriter, logprobs_body, usage_body
 from api.openai.schemas import ChatCompletionRequest
 from api.relay.admission import idempotency_key
 from api.relay.policy import conversation_policy
@@ -37,8 +38,10 @@ from api.state import AppState
 from domain import conversations
 from domain.assistants import ASSISTANTS
 from domain.chat import ChatMessage, FunctionCall, ModelParams, ToolCallSpec
+from domain.content import check_part_sizes
 from domain.errors import InvalidRequest, NotFound, RunFailure, ServiceUnavailable, SwitchboardError
 from domain.events import Usage
+from domain.passthrough import check_passable
 from domain.run_request import RunRequest
 from domain.run_views import unix_seconds
 
@@ -55,11 +58,16 @@ UNSTORED_CHAT_PREFIXES = ("temporary:", "local:")
 async def chat_completions(request: Request) -> Response:
     state: AppState = request.state.app
     user_id = await state.authenticator.authenticate(request.headers)
-    data = await read_json(request, max_bytes=state.settings.max_body_bytes)
+    # Images, audio and files arrive inline: a chat body may be larger than other bodies.
+    data = await read_json(request, max_bytes=state.settings.max_chat_body_bytes)
     body = validate(ChatCompletionRequest, data)
     if body.model not in ASSISTANTS:
         raise NotFound(f"The model '{body.model}' does not exist", param="model", code="model_not_found")
+    check_part_sizes(body.messages, max_part_bytes=state.settings.max_part_bytes)
     run_request = _run_request(request, body, user_id=user_id)
+    check_passable(
+        provider=state.settings.llm_provider, assistant=body.model, params=run_request.params, messages=body.messages
+    )
     # The conversation a header names is part of what is asked; one the API makes up is not.
     idempotency = idempotency_key(request, data, conversation=_conversation_key(request))
     started: StartedRun | None = None
@@ -90,7 +98,7 @@ def _run_headers(run: StartedRun) -> dict[str, str]:
 
 def _conversation_header(run: StartedRun | RunRequest) -> dict[str, str]:
     """`X-Conversation-ID`: the run's conversation (a replayed run's is the first request's), if it has one."""
-    return {"X-Conversation-ID": run.conversation_key} if run.conversation_key else {}
+    return {"X-Conversation-ID": header_text(run.conversation_key)} if run.conversation_key else {}
 
 
 def _run_request(request: Request, body: ChatCompletionRequest, *, user_id: str) -> RunRequest:
@@ -113,20 +121,27 @@ def _run_request(request: Request, body: ChatCompletionRequest, *, user_id: str)
         params=ModelParams(
             temperature=body.temperature,
             top_p=body.top_p,
-            max_tokens=body.max_completion_tokens or body.max_tokens,
+            max_tokens=body.max_tokens,
+            max_completion_tokens=body.max_completion_tokens,
             stop=[body.stop] if isinstance(body.stop, str) else body.stop,
             parallel_tool_calls=body.parallel_tool_calls,
+            seed=body.seed,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            logit_bias=body.logit_bias,
+            logprobs=body.logprobs,
+            top_logprobs=body.top_logprobs,
+            reasoning_effort=body.reasoning_effort,
+            response_format=body.response_format_sent(),
         ),
     )
 
 
 def _conversation_key(request: Request) -> str | None:
     for name in CONVERSATION_HEADERS:
-        value = request.headers.get(name, "").strip()
-        if value:
-            if len(value) > conversations.MAX_KEY_LENGTH:
-                raise InvalidRequest(f"{name} is longer than {conversations.MAX_KEY_LENGTH} characters", param=name)
-            return value
+        value = text_header(request.headers, name)
+        if value is not None and value.strip():
+            return conversations.parse_key(value, param=name)
     return None
 
 
@@ -220,7 +235,14 @@ def _completion(
         "object": "chat.completion",
         "created": unix_seconds(run.created_at),
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": done.finish_reason}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": logprobs_body(done.logprobs),
+                "finish_reason": done.finish_reason,
+            }
+        ],
         "usage": usage_body(done.usage),
     }
 
@@ -261,7 +283,7 @@ async def stream_chunks(
                 yield {"data": _error_data(RESTARTED_MESSAGE, "run_restarted")}
                 break
             case Completed():
-                yield {"id": str(progress.seq), "data": writer.finish(progress.finish_reason)}
+                yield {"id": str(progress.seq), "data": writer.finish(progress.finish_reason, progress.logprobs)}
                 if include_usage:
                     yield {"data": writer.usage(progress.usage)}
             case Cancelled():

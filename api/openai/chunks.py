@@ -21,6 +21,11 @@ def usage_body(usage: Usage) -> dict[str, int]:
     }
 
 
+def logprobs_body(logprobs: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """A choice's `logprobs`: null unless the client asked for them and the provider gave them."""
+    return None if logprobs is None else {"content": logprobs, "refusal": None}
+
+
 class ChunkWriter:
     def __init__(self, *, completion_id: str, created: int, model: str, role_sent: bool = False) -> None:
         # The fixed part of every chunk is rendered once; each chunk only adds its choices.
@@ -30,11 +35,17 @@ class ChunkWriter:
         # A resumed stream continues one whose first delta, with the role, the client already has.
         self._role_sent = role_sent
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: FinishReason | None = None) -> str:
+    def _chunk(
+        self,
+        delta: dict[str, Any],
+        finish_reason: FinishReason | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
+    ) -> str:
         if not self._role_sent:
             self._role_sent = True
             delta = {"role": "assistant", **delta}
-        choices = json.dumps([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}])
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs_body(logprobs), "finish_reason": finish_reason}
+        choices = json.dumps([choice])
         return f'{self._prefix}, "choices": {choices}}}'
 
     def text(self, text: str) -> str:
@@ -50,8 +61,10 @@ class ChunkWriter:
             call["function"] = {"arguments": event.arguments}
         return self._chunk({"tool_calls": [call]})
 
-    def finish(self, finish_reason: FinishReason) -> str:
-        return self._chunk({}, finish_reason)
+    def finish(self, finish_reason: FinishReason, logprobs: list[dict[str, Any]] | None = None) -> str:
+        """The last chunk with a choice. The answer's log probabilities, when there are any, come with it:
+        the provider's are known once its stream has ended, and clients join every chunk's."""
+        return self._chunk({}, finish_reason, logprobs)
 
     def usage(self, usage: Usage) -> str:
         return f'{self._prefix}, "choices": [], "usage": {json.dumps(usage_body(usage))}}}'

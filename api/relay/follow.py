@@ -110,7 +110,9 @@ def _shown(event: RunEvent) -> RunProgress:
                 call_id=event.call_id, tool=event.tool, result=event.result, is_error=event.is_error, seq=event.seq
             )
         case RunCompleted():
-            return Completed(finish_reason=event.finish_reason, usage=event.usage, seq=event.seq)
+            return Completed(
+                finish_reason=event.finish_reason, usage=event.usage, logprobs=event.logprobs, seq=event.seq
+            )
         case RunFailed():
             return Failed(code=event.code, message=event.message, seq=event.seq)
         case RunCancelled():

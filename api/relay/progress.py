@@ -67,6 +67,8 @@ class Restarted:
 class Completed:
     finish_reason: FinishReason
     usage: Usage
+    # The answer's token log probabilities (OpenAI's `logprobs.content`), when asked for and given.
+    logprobs: list[dict[str, Any]] | None = None
     # The run event it came from: a stream's `id:`, for resuming after it.
     seq: int = 0
 
