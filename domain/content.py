@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import mimetypes
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Protocol
 
@@ -22,6 +23,7 @@ from domain.text import StorableText
 AudioFormat = Literal["wav", "mp3"]
 AUDIO_MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 DEFAULT_FILE_MEDIA_TYPE = "application/octet-stream"
+TEXT_MEDIA_TYPES = ("application/json", "application/xml", "application/x-yaml", "application/yaml", "application/toml")
 
 
 class DataURL(BaseModel):
@@ -34,13 +36,20 @@ class DataURL(BaseModel):
 
     @classmethod
     def parse(cls, url: str) -> DataURL:
+        """The URL's parts, its data checked to be base64."""
+        parsed = cls.split(url)
+        _check_base64(parsed.data)
+        return parsed
+
+    @classmethod
+    def split(cls, url: str) -> DataURL:
+        """The URL's parts, its data unchecked."""
         header, sep, data = url.partition(",")
         if not sep or not header.startswith("data:"):
             raise ValueError("a data URL looks like data:<media type>;base64,<data>")
         params = header.removeprefix("data:").split(";")
         if "base64" not in params[1:]:
             raise ValueError("a data URL must be base64-encoded (data:<media type>;base64,<data>)")
-        _check_base64(data)
         return cls(media_type=params[0].strip().lower() or DEFAULT_FILE_MEDIA_TYPE, data=data)
 
 
@@ -136,7 +145,31 @@ class FileSpec(BaseModel):
     def _data_or_id(self) -> FileSpec:
         if (self.file_data is None) == (self.file_id is None):
             raise ValueError("a file part needs either file_data or file_id")
+        inline = self.inline()
+        if inline is not None:
+            # Models take audio as input_audio parts and no video at all; a text file goes to them as text.
+            if inline.media_type.startswith(("audio/", "video/")):
+                raise ValueError(f"a file part cannot carry {inline.media_type}; send audio as an input_audio part")
+            if is_text_like(inline.media_type):
+                try:
+                    base64.b64decode(inline.data).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError(f"a {inline.media_type} file must be UTF-8 text") from None
         return self
+
+    def inline(self) -> DataURL | None:
+        """The file's data with its media type (from the data URL, else guessed from `filename`), if inline."""
+        if self.file_data is None:
+            return None
+        if self.file_data.startswith("data:"):
+            return DataURL.split(self.file_data)
+        media_type = mimetypes.guess_type(self.filename or "")[0] or DEFAULT_FILE_MEDIA_TYPE
+        return DataURL(media_type=media_type, data=self.file_data)
+
+
+def is_text_like(media_type: str) -> bool:
+    """Text a model is given inline, as text (as PydanticAI decides it): it has to decode."""
+    return media_type.startswith("text/") or media_type in TEXT_MEDIA_TYPES or media_type.endswith(("+json", "+xml"))
 
 
 class FilePart(BaseModel):

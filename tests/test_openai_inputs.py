@@ -18,6 +18,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk, ChatCompletionTokenLogprob
 from pydantic import BaseModel
+from pydantic_ai.exceptions import ModelHTTPError, UserError
 
 from demo_llm.server import create_demo_app
 from domain.chat import ChatMessage, ModelParams
@@ -26,6 +27,7 @@ from domain.passthrough import check_passable
 from tests.deployment import Deployment
 from tests.fake_llm import FakeLLM
 from tests.test_openai_wire import CHAT, MODEL, marker, only_request_with, post_stream, requests_with, stream_payloads
+from workers.provider_errors import ProviderFailure, provider_errors
 
 # A 1x1 PNG.
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -162,6 +164,14 @@ async def test_validation_errors_name_the_problem_in_the_clients_terms(deploymen
         (
             [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": WAV, "format": "ogg"}}]}],
             "messages.0.content.0.input_audio.format: Input should be 'wav' or 'mp3'",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "file", "file": {"file_data": "data:video/mp4;base64,AAAA"}}]}],
+            "messages.0.content.0.file: a file part cannot carry video/mp4",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "file", "file": {"file_data": "/w==", "filename": "a.txt"}}]}],
+            "messages.0.content.0.file: a text/plain file must be UTF-8 text",
         ),
     ]
     async with deployment.http() as http:
@@ -393,3 +403,22 @@ async def test_demo_model_gives_logprobs_when_asked() -> None:
     entries = choice["logprobs"]["content"]
     assert "".join(entry["token"] for entry in entries) == choice["message"]["content"]
     assert all(entry["logprob"] == 0.0 and len(entry["top_logprobs"]) == 1 for entry in entries)
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "message"),
+    [
+        (ModelHTTPError(400, "m", body={"message": "bad image"}), "provider_rejected", "bad image"),
+        (ModelHTTPError(422, "m", body={"error": {"message": "bad schema"}}), "provider_rejected", "bad schema"),
+        (UserError("Unsupported document"), "provider_rejected", "Unsupported document"),
+        (ModelHTTPError(500, "m", body={"message": "internal"}), "provider_error", "answered HTTP 500"),
+        (ModelHTTPError(401, "m", body={"message": "bad key"}), "provider_error", "answered HTTP 401"),
+    ],
+)
+def test_provider_refusals_are_the_clients_and_failures_are_not(raised: Exception, code: str, message: str) -> None:
+    """A provider refusing what was sent (400, 422, or its adapter refusing before sending) is the client's to
+    fix; its other failures (its credentials, its outages) are not, and do not leak its words."""
+    with pytest.raises(ProviderFailure) as failed, provider_errors():
+        raise raised
+    assert failed.value.code == code
+    assert message in failed.value.message

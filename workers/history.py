@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import mimetypes
 from collections.abc import Sequence
 from typing import Any, assert_never
 
@@ -84,7 +83,7 @@ def _user_item(part: content.TextPart | content.MediaPart) -> UserContent:
             # A `detail` goes on only when the client gave one.
             metadata = {"detail": image.detail} if image.detail else None
             if image.url.startswith("data:"):
-                return _binary(content.DataURL.parse(image.url), metadata)
+                return _binary(content.DataURL.split(image.url), metadata)
             return ImageUrl(url=image.url, vendor_metadata=metadata)
         case content.AudioPart():
             audio = part.input_audio
@@ -94,11 +93,9 @@ def _user_item(part: content.TextPart | content.MediaPart) -> UserContent:
             if file.file_id is not None:
                 # OpenAI's file ids; the API lets them through to OpenAI only.
                 return UploadedFile(file_id=file.file_id, provider_name="openai")
-            assert file.file_data is not None  # a file part has one or the other
-            if file.file_data.startswith("data:"):
-                return _binary(content.DataURL.parse(file.file_data), None)
-            media_type = mimetypes.guess_type(file.filename or "")[0] or content.DEFAULT_FILE_MEDIA_TYPE
-            return _binary(content.DataURL(media_type=media_type, data=file.file_data), None)
+            inline = file.inline()
+            assert inline is not None  # a file part has data or an id
+            return _binary(inline, None)
         case _:
             assert_never(part)
 

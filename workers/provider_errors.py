@@ -18,7 +18,13 @@ from collections.abc import Iterator
 
 import openai
 from agents.exceptions import AgentsException, MaxTurnsExceeded
-from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError, ModelTimeoutError, UnexpectedModelBehavior
+from pydantic_ai.exceptions import (
+    ModelAPIError,
+    ModelHTTPError,
+    ModelTimeoutError,
+    UnexpectedModelBehavior,
+    UserError,
+)
 
 from domain.errors import ProviderError, ProviderTimeout, RunFailureCode
 
@@ -75,6 +81,11 @@ def provider_errors(*, max_turns: int | None = None) -> Iterator[None]:
         raise _http_failure(exc.status_code, exc.body) from exc
     except openai.APIConnectionError as exc:
         raise ProviderFailure("the model provider could not be reached") from exc
+    except UserError as exc:
+        # PydanticAI's model adapters refuse, before sending anything, input their API cannot express (a
+        # document kind a provider does not take, say): the client's request, refused by the model's side.
+        message = f"the model provider cannot take this request: {exc}"
+        raise ProviderFailure(message, body=str(exc), code="provider_rejected") from exc
     except MaxTurnsExceeded as exc:
         raise ProviderFailure(f"the model made more than {max_turns} steps without answering") from exc
     except (ModelAPIError, UnexpectedModelBehavior, AgentsException) as exc:
