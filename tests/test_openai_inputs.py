@@ -316,6 +316,18 @@ async def test_what_an_assistant_cannot_pass_on_is_refused_naming_it(deployment:
     assert requests_with(fake_llm, token) == [], "nothing refused reached the model"
 
 
+async def test_the_todo_assistant_passes_on_what_it_takes(deployment: Deployment, fake_llm: FakeLLM) -> None:
+    token = marker()
+    fields = {"seed": 3, "presence_penalty": 0.5, "logit_bias": {"7": 1}, "reasoning_effort": "low", "max_tokens": 99}
+    async with deployment.http() as http:
+        body = {"model": "todo", "messages": [{"role": "user", "content": f"[[reply:noted]] {token}"}], **fields}
+        response = await http.post(CHAT, json=body)
+        assert response.status_code == 200, response.text
+    sent = only_request_with(fake_llm, token)
+    assert {name: sent.get(name) for name in fields} == fields
+    assert "max_completion_tokens" not in sent
+
+
 def test_the_anthropic_provider_refuses_what_it_cannot_take() -> None:
     text = [ChatMessage(role="user", content="hi")]
     for name, value in (
