@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 
-from api import chatkit, openai, runs_api, todo, web
+from api import chatkit, openai, openapi, runs_api, todo, web
 from api.auth import Authenticator
 from api.errors import handle_http_exception, handle_switchboard_error, handle_unexpected
 from api.health import healthz, readyz
@@ -79,6 +79,7 @@ def _routes(mcp: McpEndpoint) -> list[BaseRoute]:
         # Exact paths, as their clients call them: a Mount would answer `/chatkit` with a redirect.
         *chatkit.routes(),
         Route(MCP_PATH, mcp),
+        *openapi.routes,
         *web.routes,
     ]
 
