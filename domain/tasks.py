@@ -19,11 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain.database import conflict_insert
 from domain.errors import InvalidRequest, NotFound
 from domain.models import Task, TaskSequence, utcnow
+from domain.text import unstorable_reason
 
 TaskStatus = Literal["all", "pending", "completed"]
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 MAX_TITLE_CHARS = 200
 MAX_DESCRIPTION_CHARS = 2000
+# Task numbers are the column's INTEGER: a number past it names no task (and cannot be bound at all).
+MAX_NUMBER = 2**31 - 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +81,7 @@ def clean_title(title: object) -> str:
         raise InvalidRequest("the title must not be empty", param="title")
     if len(cleaned) > MAX_TITLE_CHARS:
         raise InvalidRequest(f"the title must be at most {MAX_TITLE_CHARS} characters", param="title")
-    return cleaned
+    return _storable(cleaned, name="title")
 
 
 def clean_description(description: object) -> str | None:
@@ -90,7 +93,16 @@ def clean_description(description: object) -> str | None:
     cleaned = description.strip()
     if len(cleaned) > MAX_DESCRIPTION_CHARS:
         raise InvalidRequest(f"the description must be at most {MAX_DESCRIPTION_CHARS} characters", param="description")
-    return cleaned or None
+    return _storable(cleaned, name="description") or None
+
+
+def _storable(text: str, *, name: str) -> str:
+    # Tools take their text straight from a model or an MCP client: refuse what no column holds here,
+    # where the tool can say so, not as a database error after the call was recorded.
+    reason = unstorable_reason(text)
+    if reason is not None:
+        raise InvalidRequest(f"the {name} {reason}", param=name)
+    return text
 
 
 def parse_status(status: object) -> TaskStatus:
@@ -101,6 +113,11 @@ def parse_status(status: object) -> TaskStatus:
 
 def _not_found(number: int) -> NotFound:
     return NotFound(f"task {number} not found", param="task_id")
+
+
+def _check_number(number: int) -> None:
+    if not 1 <= number <= MAX_NUMBER:
+        raise _not_found(number)
 
 
 async def _next_number(connection: AsyncConnection, user_id: str) -> int:
@@ -163,6 +180,7 @@ async def complete_task(connection: AsyncConnection, *, user_id: str, number: in
 
 async def delete_task(connection: AsyncConnection, *, user_id: str, number: int) -> TaskView:
     """Delete the task and return what it was. Its number is never handed out again."""
+    _check_number(number)
     result = await connection.execute(
         delete(Task).where(Task.user_id == user_id, Task.number == number).returning(*_COLUMNS)
     )
@@ -183,6 +201,7 @@ async def update_task(
 ) -> TaskView:
     """Change what is given; `None` leaves a field as it is (so a description cannot be cleared to None
     here, only to blank, which is stored as None)."""
+    _check_number(number)
     values: dict[str, Any] = {}
     if title is not None:
         values["title"] = clean_title(title)

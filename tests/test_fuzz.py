@@ -3,14 +3,16 @@
 schemathesis reads the deployment's own `/openapi.json` and generates requests for every operation in
 it, valid ones and invalid ones, which go over real HTTP to a deployment of this test's own (real API
 and worker processes, PostgreSQL, Redis, the fake LLM); hand-made nasty requests go with them. Any 5xx,
-and any connection dropped or left unanswered, fails the test, which names each request that did it
-and the server's traceback from its log.
+any connection dropped or left unanswered, and any crash the deployment logs whatever it answered (a
+stream or a run that crashed, an MCP tool that raised: the SDK answers those with a tool result) fails
+the test, which names each request that did it and the server's traceback from its log.
 
 Ids the server hands out (runs, conversations) are fed back into later requests' paths and headers, so
 the fuzzer reaches real runs' event streams, cancels and deletes, not only 404s. The per-user caps are
 lifted: one user sends everything, and 429s would hide the routes behind them.
 
-`SWITCHBOARD_FUZZ_SEED=N` repeats a run's generation (the seed is printed on failure).
+`SWITCHBOARD_FUZZ_SEED=N` repeats a run's generation (the seed is printed on failure);
+`SWITCHBOARD_FUZZ_EXAMPLES=N` draws N cases per operation and mode instead of 100.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import json
 import os
 import queue
 import random
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx2
@@ -56,19 +59,31 @@ ENV = {
 }
 MIN_CASES = 3000
 pytestmark = pytest.mark.timeout(600)
-# Generated cases per operation and mode; operations with nothing to vary run out sooner.
-EXAMPLES = {GenerationMode.POSITIVE: 100, GenerationMode.NEGATIVE: 100}
+# Generated cases per operation and mode (operations with nothing to vary run out sooner);
+# SWITCHBOARD_FUZZ_EXAMPLES=N makes a longer run (give pytest a --timeout to match).
+EXAMPLES_PER_MODE = int(os.environ.get("SWITCHBOARD_FUZZ_EXAMPLES") or 100)
+EXAMPLES = {GenerationMode.POSITIVE: EXAMPLES_PER_MODE, GenerationMode.NEGATIVE: EXAMPLES_PER_MODE}
 THREADS = 6
 REQUEST_TIMEOUT_S = 30
 MCP_ACCEPT = "application/json, text/event-stream"
 END_USER_HEADERS = ("X-OpenWebUI-User-Id", "X-Switchboard-User")
+MCP_TOOLS = ["add_task", "list_tasks", "complete_task", "delete_task", "update_task"]
+TOOL_ARGUMENTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "task_id": st.integers() | st.floats() | st.text(max_size=5) | st.none(),
+        "title": st.text(max_size=250) | st.none(),
+        "description": st.text(max_size=60) | st.none(),
+        "status": st.sampled_from(["all", "pending", "completed"]) | st.text(max_size=5),
+    },
+)
 # Operations that take no input and never end: nothing to fuzz, and each case would hold a sender.
 NOT_FUZZED = {"GET /mcp"}
 
 
 @dataclass(frozen=True, kw_only=True)
-class Finding:
-    """A request that got a 5xx or no answer."""
+class Exchange:
+    """One request, as sent, and what came of it."""
 
     operation: str
     request_id: str
@@ -78,17 +93,21 @@ class Finding:
 
 @dataclass(kw_only=True)
 class Fuzzer:
-    """Sends requests from several threads, counts them, keeps what went wrong and the ids it was given."""
+    """Sends requests from several threads and keeps each exchange, which failed, and the ids it was given."""
 
     base_url: str
-    sent: int = 0
-    findings: list[Finding] = field(default_factory=list)
+    exchanges: dict[str, Exchange] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)  # request ids: 5xx or no answer
     run_ids: list[str] = field(default_factory=list)
     conversation_ids: list[str] = field(default_factory=list)
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _numbers: Iterator[int] = field(default_factory=itertools.count)
     _local: threading.local = field(default_factory=threading.local)
+
+    @property
+    def sent(self) -> int:
+        return len(self.exchanges)
 
     @property
     def session(self) -> requests.Session:
@@ -99,21 +118,24 @@ class Fuzzer:
 
     def next_request_id(self) -> str:
         with self._lock:
-            self.sent += 1
             return f"fuzz-{next(self._numbers)}"
 
-    def remember(self, headers: Mapping[str, str]) -> None:
-        """Keep the run and conversation a response names (header names in lower case or any case)."""
-        run_id, conversation = headers.get("x-run-id"), headers.get("x-conversation-id")
+    def record(
+        self, exchange: Exchange, *, failed: bool, status: int | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Keep the exchange, and the run and conversation its response names (`headers` in any case)."""
+        run_id = headers.get("x-run-id") if headers else None
+        conversation = headers.get("x-conversation-id") if headers else None
         with self._lock:
+            self.exchanges[exchange.request_id] = exchange
+            if failed:
+                self.failed.append(exchange.request_id)
+            if status is not None:
+                self.statuses[(exchange.operation.split(" (")[0], status)] += 1
             if run_id:
                 self.run_ids.append(run_id)
             if conversation:
                 self.conversation_ids.append(conversation)
-
-    def found(self, finding: Finding) -> None:
-        with self._lock:
-            self.findings.append(finding)
 
     def send_case(self, case: schemathesis.Case, operation: str) -> None:
         request_id = self.next_request_id()
@@ -127,21 +149,25 @@ class Fuzzer:
         except requests.RequestException as exc:
             sent = exc.request if isinstance(exc.request, requests.PreparedRequest) else None
             shown = _prepared(sent) if sent is not None else f"{case.method} {case.formatted_path} body={case.body!r}"
-            self.found(Finding(operation=operation, request_id=request_id, request=shown, outcome=_dropped(exc)))
+            exchange = Exchange(operation=operation, request_id=request_id, request=shown, outcome=_dropped(exc))
+            self.record(exchange, failed=True)
             return
-        self.remember({name: values[0] for name, values in response.headers.items() if values})
-        self.statuses[(operation.split(" (")[0], response.status_code)] += 1
         try:
             case.validate_response(response, checks=[not_a_server_error])
+            failed = False
         except FailureGroup:
-            self.found(
-                Finding(
-                    operation=operation,
-                    request_id=request_id,
-                    request=_prepared(response.request),
-                    outcome=f"HTTP {response.status_code}: {response.content[:160]!r}",
-                )
-            )
+            failed = True
+        self.record(
+            Exchange(
+                operation=operation,
+                request_id=request_id,
+                request=_prepared(response.request),
+                outcome=f"HTTP {response.status_code}: {response.content[:160]!r}",
+            ),
+            failed=failed,
+            status=response.status_code,
+            headers={name: values[0] for name, values in response.headers.items() if values},
+        )
 
     def send_raw(self, method: str, path: str, *, headers: dict[str, Any] | None = None, body: Any = None) -> None:
         """A hand-made request: `body` is JSON unless it is bytes, sent as they are."""
@@ -152,7 +178,12 @@ class Fuzzer:
             if not isinstance(body, bytes):
                 body = json.dumps(body).encode()
         request = requests.Request(method, self.base_url + path, headers=all_headers, data=body).prepare()
-        operation = f"hand-made {method} {path.split('?')[0]}"
+        exchange = Exchange(
+            operation=f"hand-made {method} {path.split('?')[0]}",
+            request_id=request_id,
+            request=_prepared(request),
+            outcome="",
+        )
         try:
             try:
                 response = self.session.send(request, timeout=REQUEST_TIMEOUT_S)
@@ -163,21 +194,11 @@ class Fuzzer:
                 del self._local.session
                 response = self.session.send(request, timeout=REQUEST_TIMEOUT_S)
         except requests.RequestException as exc:
-            self.found(
-                Finding(operation=operation, request_id=request_id, request=_prepared(request), outcome=_dropped(exc))
-            )
+            self.record(replace(exchange, outcome=_dropped(exc)), failed=True)
             return
-        self.remember(response.headers)
-        self.statuses[(operation, response.status_code)] += 1
-        if response.status_code >= 500:
-            self.found(
-                Finding(
-                    operation=operation,
-                    request_id=request_id,
-                    request=_prepared(request),
-                    outcome=f"HTTP {response.status_code}: {response.content[:160]!r}",
-                )
-            )
+        status = response.status_code
+        outcome = f"HTTP {status}: {response.content[:160]!r}"
+        self.record(replace(exchange, outcome=outcome), failed=status >= 500, status=status, headers=response.headers)
 
 
 def _prepared(request: requests.PreparedRequest) -> str:
@@ -265,6 +286,8 @@ def _feed_ids(fuzzer: Fuzzer, case: schemathesis.Case, data: st.DataObject) -> N
         params["completion_id"] = "chatcmpl-" + run_id.removeprefix("run_")
     if "conversation_id" in params and conversation:
         params["conversation_id"] = conversation
+    if case.path == "/api/{user_id}/chat" and data.draw(st.booleans(), label="as events"):
+        case.headers = {**(case.headers or {}), "Accept": "text/event-stream"}
     if case.headers:
         if "Idempotency-Key" in case.headers:
             case.headers["Idempotency-Key"] = f"fuzz-{pick}-{len(fuzzer.run_ids)}"
@@ -284,9 +307,12 @@ def _feed_ids(fuzzer: Fuzzer, case: schemathesis.Case, data: st.DataObject) -> N
             body["messages"] = [turn]
     if "conversation_id" in body and conversation:
         body["conversation_id"] = conversation
-    chatkit_params = body.get("params")
-    if isinstance(chatkit_params, dict) and "thread_id" in chatkit_params and conversation:
-        chatkit_params["thread_id"] = conversation
+    params_in_body = body.get("params")
+    if isinstance(params_in_body, dict) and "thread_id" in params_in_body and conversation:
+        params_in_body["thread_id"] = conversation
+    if case.path == "/mcp" and body.get("method") == "tools/call" and isinstance(params_in_body, dict):
+        params_in_body["name"] = data.draw(st.sampled_from(MCP_TOOLS), label="tool")
+        params_in_body["arguments"] = data.draw(TOOL_ARGUMENTS, label="arguments")
 
 
 # ------------------------------------------------------------------ hand-made cases
@@ -438,24 +464,36 @@ class ServerError:
     frames: str  # our own frames, innermost last
 
 
-def server_errors(api_log: str) -> dict[str, ServerError]:
-    """Request id -> what the API logged when it crashed.
+def logged_crashes(log_text: str) -> dict[str, ServerError]:
+    """Request id -> what a process logged when our code crashed on that request, whatever the client
+    was answered: a route or a stream that raised, a run that crashed, an MCP tool that raised (the SDK
+    answers those with a tool result, not a 5xx).
 
     A crash logged outside the request's context carries no request id: it belongs to the request
     whose line comes just before it (nothing awaits between the two).
     """
     found: dict[str, ServerError] = {}
     last_request_id = ""
-    for line in api_log.splitlines():
+    for line in log_text.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
         request_id = record.get("request_id") or last_request_id
         last_request_id = request_id
-        if "exception" in record and request_id not in found:
-            found[request_id] = _parse_traceback(record["exception"])
+        event = str(record.get("event"))
+        if (event in CRASH_EVENTS or TOOL_CRASH.fullmatch(event)) and request_id not in found:
+            found[request_id] = _server_error(record)
     return found
+
+
+def _server_error(record: dict[str, Any]) -> ServerError:
+    if "exception" in record:
+        return _parse_traceback(record["exception"])
+    # The standard library's loggers (the MCP SDK's) leave the exception unformatted.
+    exc_info = record.get("exc_info")
+    error = exc_info[1] if isinstance(exc_info, list) and len(exc_info) > 1 else str(record.get("error", ""))
+    return ServerError(where=str(record.get("logger", "")), error=f"{record['event']}: {error}", frames="")
 
 
 def _parse_traceback(text: str) -> ServerError:
@@ -486,29 +524,39 @@ def _error_line(lines: list[str]) -> str:
     return lines[-1] if lines else ""
 
 
+# What our code logs when it crashed, whatever the client was answered.
+CRASH_EVENTS = {"request.crashed", "stream.crashed", "run.crashed"}
+TOOL_CRASH = re.compile(r"Tool '.+' raised an unexpected exception")
 BORING_HEADERS = {"user-agent", "accept-encoding", "connection", "content-length", "x-schemathesis-testcaseid"}
 
 
-def crash_reports(deployment: Deployment, findings: list[Finding]) -> str:
-    """Each distinct failure once, by where the server failed and how (else by operation and outcome),
-    with the first request that did it and how many did."""
-    crashes = server_errors(deployment.log_text("api"))
-    groups: dict[tuple[str, str], list[Finding]] = {}
-    for finding in findings:
-        crash = crashes.get(finding.request_id)
-        key = (crash.where, crash.error.split(":")[0]) if crash else (finding.operation, finding.outcome[:40])
-        groups.setdefault(key, []).append(finding)
+def crash_reports(fuzzer: Fuzzer, deployment: Deployment) -> tuple[int, str]:
+    """How many requests failed (a 5xx, no answer, or a crash the server logged), and each distinct
+    failure once: by where the server failed and how (else by operation and outcome), with the first
+    request that did it and how many did."""
+    crashes: dict[str, ServerError] = {}
+    for name in ("api", *(f"worker-{number}" for number in range(len(deployment.workers)))):
+        crashes.update(logged_crashes(deployment.log_text(name)))
+    failed = list(dict.fromkeys([*fuzzer.failed, *(request_id for request_id in crashes if request_id)]))
+    groups: dict[tuple[str, str], list[Exchange]] = {}
+    for request_id in failed:
+        exchange = fuzzer.exchanges.get(request_id) or Exchange(
+            operation="?", request_id=request_id, request="(not one of the fuzzer's requests)", outcome="?"
+        )
+        crash = crashes.get(request_id)
+        key = (crash.where, crash.error.split(":")[0]) if crash else (exchange.operation, exchange.outcome[:40])
+        groups.setdefault(key, []).append(exchange)
     reports = []
     for members in groups.values():
         first = members[0]
         crash = crashes.get(first.request_id)
         operations = sorted({member.operation for member in members})
-        server = f"{crash.error}\n        {crash.frames}" if crash else "(nothing in the API log)"
+        server = f"{crash.error}\n        {crash.frames}" if crash else "(no crash in the logs)"
         reports.append(
             f"--- {len(members)}x {first.outcome}, from {', '.join(operations)}\n    {first.request}\n"
             f"    server ({first.request_id}): {server}"
         )
-    return "\n".join(reports)
+    return len(failed), "\n".join(reports)
 
 
 def _fuzz(fuzzer: Fuzzer, operations: list[schemathesis.APIOperation], run_seed: int) -> None:
@@ -561,14 +609,18 @@ async def test_no_request_gets_a_server_error(deploy: DeployFactory) -> None:
     started = time.monotonic()
     await asyncio.to_thread(_fuzz, fuzzer, operations, run_seed)
     elapsed_s = time.monotonic() - started
+    by_operation: dict[str, Counter[int]] = {}
     for (label, status), count in sorted(fuzzer.statuses.items()):
-        print(f"{count:6} {status} {label}")
-    print(f"fuzzed {fuzzer.sent} requests in {elapsed_s:.1f} s (seed {run_seed}); {len(fuzzer.findings)} failed")
+        by_operation.setdefault("hand-made" if label.startswith("hand-made") else label, Counter())[status] += count
+    for label, counts in by_operation.items():
+        print(f"{label}: {' '.join(f'{status}x{count}' for status, count in sorted(counts.items()))}")
+    failed, reports = crash_reports(fuzzer, deployment)
+    print(f"fuzzed {fuzzer.sent} requests in {elapsed_s:.1f} s (seed {run_seed}); {failed} failed")
 
-    if fuzzer.findings:
+    if failed:
         pytest.fail(
-            f"{len(fuzzer.findings)} of {fuzzer.sent} requests got a 5xx or no answer "
-            f"(SWITCHBOARD_FUZZ_SEED={run_seed}):\n{crash_reports(deployment, fuzzer.findings)}",
+            f"{failed} of {fuzzer.sent} requests got a 5xx or no answer, or crashed the server "
+            f"(SWITCHBOARD_FUZZ_SEED={run_seed}):\n{reports}",
             pytrace=False,
         )
     assert fuzzer.sent >= MIN_CASES, f"only {fuzzer.sent} requests were sent"

@@ -141,6 +141,14 @@ async def test_bad_input_and_missing_tasks_are_tool_errors(mcp_deployment: Deplo
         for tool in ("complete_task", "delete_task"):
             assert await call_error(client, tool, task_id=4242) == "task 4242 not found"
         assert await call_error(client, "update_task", task_id=4242, title="x") == "task 4242 not found"
+        # What no column holds is refused by name, never a crash of the tool.
+        assert await call_error(client, "add_task", title="a\x00b") == "the title must not contain NUL characters"
+        assert "NUL" in await call_error(client, "add_task", title="ok", description="a\x00b")
+        assert "NUL" in await call_error(client, "update_task", task_id=1, title="a\x00b")
+        for number in (2**31, -(2**63), 10**25):
+            for tool in ("complete_task", "delete_task"):
+                assert await call_error(client, tool, task_id=number) == f"task {number} not found"
+            assert await call_error(client, "update_task", task_id=number, title="x") == f"task {number} not found"
         # The session survives its errors.
         assert (await call(client, "add_task", title="Still here"))["status"] == "created"
 
