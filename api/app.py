@@ -22,6 +22,7 @@ from api.relay.event_hub import RunEventHub
 from api.relay.queue_gauge import QueueGauge
 from api.request_id import RequestIdMiddleware
 from api.state import AppState, InflightRuns
+from domain.assistant_catalogue import load_catalogue
 from domain.database import create_engine
 from domain.errors import SwitchboardError
 from domain.event_log import EventLog
@@ -30,6 +31,8 @@ from domain.settings import Settings
 
 
 def create_app(settings: Settings) -> Starlette:
+    # Read and checked before anything starts: a mistake in the assistants file stops the API here.
+    assistants = load_catalogue(settings)
     mcp = McpEndpoint(settings)
 
     @asynccontextmanager
@@ -48,6 +51,7 @@ def create_app(settings: Settings) -> Starlette:
             authenticator=Authenticator(settings),
             queue=QueueGauge(redis),
             inflight=InflightRuns(limit=settings.max_inflight_runs),
+            assistants=assistants,
         )
         try:
             async with mcp.serving(db_engine=db_engine):

@@ -11,6 +11,7 @@ from api.auth import Authenticator
 from api.relay.enqueue import JobEnqueuer
 from api.relay.event_hub import RunEventHub
 from api.relay.queue_gauge import QueueGauge
+from domain.assistant_catalogue import AssistantCatalogue
 from domain.event_log import EventLog
 from domain.settings import Settings
 
@@ -43,3 +44,5 @@ class AppState:
     authenticator: Authenticator
     queue: QueueGauge
     inflight: InflightRuns = field(default_factory=lambda: InflightRuns(limit=1000))
+    # The assistants a client may name: the built-in ones and the assistants file's.
+    assistants: AssistantCatalogue = field(default_factory=AssistantCatalogue)

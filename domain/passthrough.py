@@ -4,14 +4,16 @@ Whatever a client sends is passed to the model, or refused up front with a 400 t
 that cannot pass something on must never be handed it, because it would have to drop it in silence.
 OpenAI-protocol providers (`openai`, `ollama`, `demo`) take every OpenAI field as sent; Anthropic's API
 has no seed, penalties, logit bias, log probabilities or OpenAI `response_format`; the todo assistant
-runs its own tools and answers in words, so it takes no media, no response format and no logprobs.
+runs its own tools and answers in words, so it takes no media, no response format and no logprobs, and
+neither does any other assistant on its engine, the OpenAI Agents SDK (whose runners give the model the
+messages' text and nothing else).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain.assistants import TODO_ASSISTANT
+from domain.assistants import ASSISTANTS, Engine
 from domain.chat import ChatMessage, ModelParams
 from domain.content import AudioPart, FilePart, TextPart
 from domain.errors import InvalidRequest
@@ -34,14 +36,23 @@ TODO_FIELDS = ("seed", "presence_penalty", "frequency_penalty", "logit_bias", "r
 
 
 def check_passable(
-    *, provider: LLMProvider, assistant: str, params: ModelParams, messages: Sequence[ChatMessage]
+    *,
+    provider: LLMProvider,
+    assistant: str,
+    params: ModelParams,
+    messages: Sequence[ChatMessage],
+    engine: Engine | None = None,
 ) -> None:
-    """Refuse (`InvalidRequest`, naming the field or part) what this assistant and provider cannot be given."""
+    """Refuse (`InvalidRequest`, naming the field or part) what this assistant and provider cannot be given.
+
+    `engine` is the assistant's; a built-in assistant's is known without it."""
     given = [name for name in OPENAI_FIELDS if getattr(params, name) is not None]
-    if assistant == TODO_ASSISTANT:
+    builtin = ASSISTANTS.get(assistant)
+    agents_sdk = (engine or (builtin.engine if builtin else "pydantic-ai")) == "openai-agents"
+    if agents_sdk:
         refused = [name for name in given if name not in TODO_FIELDS]
         if refused:
-            raise InvalidRequest(f"the {TODO_ASSISTANT} assistant cannot take {refused[0]}", param=refused[0])
+            raise InvalidRequest(f"the {assistant} assistant cannot take {refused[0]}", param=refused[0])
     elif given and provider not in OPENAI_PROTOCOL_PROVIDERS:
         raise InvalidRequest(f"{given[0]} cannot be passed to the {provider} provider", param=given[0])
     for index, message in enumerate(messages):
@@ -49,8 +60,8 @@ def check_passable(
             where = f"messages.{index}.content.{part_index}"
             if isinstance(part, TextPart):
                 continue
-            if assistant == TODO_ASSISTANT:
-                raise InvalidRequest(f"{where}: the {TODO_ASSISTANT} assistant takes text only", param=where)
+            if agents_sdk:
+                raise InvalidRequest(f"{where}: the {assistant} assistant takes text only", param=where)
             if isinstance(part, AudioPart) and provider not in OPENAI_PROTOCOL_PROVIDERS:
                 raise InvalidRequest(f"{where}: audio cannot be passed to the {provider} provider", param=where)
             if isinstance(part, FilePart) and part.file.file_id is not None and provider not in ("openai", "demo"):

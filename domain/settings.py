@@ -6,6 +6,7 @@ and passed down; nothing here is a module-level instance.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     )
     # The Agents SDK exports traces to OpenAI only when this is on.
     agents_tracing: bool = False
+    # A TOML file of assistants beside the built-in ones (`domain/assistant_file.py`).
+    assistants_file: Path | None = None
+    # How long one call to a tool of an MCP server may take, unless the server's `timeout_s` says otherwise.
+    mcp_tool_timeout_s: float = Field(default=60.0, gt=0)
 
     history_window: int = Field(default=20, ge=1, le=10_000)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -1,6 +1,6 @@
 """`switchboard api | worker | migrate | healthcheck | dev`.
 
-Misconfiguration ends the command with one line naming the setting, never a traceback.
+Misconfiguration ends the command with one line per mistake naming the setting, never a traceback.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             run_migrate(settings)
     except ConfigurationError as exc:
-        print(f"switchboard: configuration error: {exc.message}", file=sys.stderr)
+        # One line per mistake: the assistants file reports all of its at once.
+        for line in exc.message.splitlines():
+            print(f"switchboard: configuration error: {line}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
 
 

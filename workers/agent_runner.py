@@ -10,6 +10,7 @@ from domain.chat import ChatMessage, ToolCallSpec
 from domain.events import FinishReason, Usage
 from domain.run_request import ChatJob
 from domain.text import scrub
+from domain.tool_policy import PendingApproval
 from workers.publisher import RunPublisher
 
 
@@ -22,6 +23,8 @@ class RunOutcome:
     client_tool_calls: Sequence[ToolCallSpec] = ()
     # The answer's token log probabilities, in OpenAI's shape, when the client asked and the provider told.
     logprobs: list[dict[str, Any]] | None = None
+    # Calls to server-side tools whose policy is `approve`, which the run stopped at instead of running.
+    pending_approvals: Sequence[PendingApproval] = ()
 
     def as_message(self) -> ChatMessage:
         # What a model writes is stored even when it wrote a NUL: nobody can be asked to fix it.

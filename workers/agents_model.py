@@ -9,11 +9,13 @@ in-process demo model through it).
 from __future__ import annotations
 
 import httpx2
-from agents import OpenAIChatCompletionsModel
+from agents import ModelSettings, OpenAIChatCompletionsModel
 from openai import AsyncOpenAI, OpenAIError
 
 from demo_llm.server import DEMO_MODEL_NAME
 from domain.errors import ConfigurationError
+from domain.passthrough import TODO_FIELDS
+from domain.run_request import ChatJob
 from domain.settings import Settings
 from workers.llm import DEMO_BASE_URL, OLLAMA_DEFAULT_BASE_URL
 
@@ -54,3 +56,22 @@ def create_agents_model(settings: Settings, http_client: httpx2.AsyncClient) -> 
         ) from exc
     model_name = DEMO_MODEL_NAME if settings.llm_provider == "demo" else settings.llm_model or ""
     return OpenAIChatCompletionsModel(model=model_name, openai_client=client)
+
+
+def agents_model_settings(job: ChatJob) -> ModelSettings:
+    """What a turn asks of the model, as the Agents SDK takes it: for the todo assistant and every assistant
+    of the file on the `openai-agents` engine."""
+    params = job.params
+    # What the client sent goes to the model under its own name (`max_tokens` stays `max_tokens`); the API
+    # refused the fields this assistant cannot take (`domain/passthrough.py`).
+    raw = params.model_dump(
+        mode="json", include={"stop", "max_tokens", "max_completion_tokens", *TODO_FIELDS}, exclude_none=True
+    )
+    return ModelSettings(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        parallel_tool_calls=params.parallel_tool_calls,
+        # Off by default for servers other than OpenAI's; every provider here reports it when asked.
+        include_usage=True,
+        extra_args=raw or None,
+    )

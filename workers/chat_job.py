@@ -115,10 +115,14 @@ async def _claim(deps: WorkerDeps, run_id: str) -> _Claimed | None:
 
 async def _run_agent(deps: WorkerDeps, job: ChatJob, history: list[ChatMessage], publisher: RunPublisher) -> RunOutcome:
     timeout_s = deps.settings.run_timeout_s
+    runner = deps.runners.get(job.assistant)
+    if runner is None:
+        # The API knows an assistant this worker does not: they were started with different assistants files.
+        raise RunFailure(f"this worker has no assistant '{job.assistant}'", code="internal_error")
     try:
         async with asyncio.timeout(timeout_s):
             with provider_errors():
-                return await deps.runners[job.assistant].run(job, history, publisher)
+                return await runner.run(job, history, publisher)
     except TimeoutError as exc:
         raise RunFailure(f"the run took longer than {timeout_s:g} s", code="run_timeout") from exc
 

@@ -16,6 +16,7 @@ from workers.agent_runner import AgentRunner
 from workers.cancels import Cancellations
 from workers.event_sink import EventSink
 from workers.leases import LeaseKeeper
+from workers.mcp_servers import McpServerPool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,8 +32,11 @@ class WorkerDeps:
     # arq's own connection pool (`arq.connections.ArqRedis`), for putting runs back on the queue.
     queue: Any
     cancels: Cancellations
+    # The MCP servers of the assistants file, started as runs need them.
+    mcp_servers: McpServerPool
 
     async def aclose(self) -> None:
+        await self.mcp_servers.aclose()
         await self.cancels.aclose()
         await self.leases.aclose()
         await self.events.aclose()

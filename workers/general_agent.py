@@ -31,6 +31,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import ToolDefinition as AgentToolDefinition
+from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.toolsets.external import ExternalToolset
 
 from domain.chat import ChatMessage, FunctionCall, ToolCallSpec
@@ -38,6 +39,7 @@ from domain.events import ClientToolCallDelta, Usage
 from domain.passthrough import OPENAI_FIELDS
 from domain.run_request import ChatJob
 from domain.text import scrub
+from domain.tool_policy import PendingApproval
 from workers.agent_runner import RunOutcome
 from workers.history import to_model_messages
 from workers.publisher import RunPublisher
@@ -55,23 +57,32 @@ _AgentOutput = str | DeferredToolRequests
 
 
 class GeneralAgentRunner:
-    def __init__(self, model: Model, *, pass_raw_openai_fields: bool) -> None:
+    def __init__(self, model: Model, *, pass_raw_openai_fields: bool, instructions: str = INSTRUCTIONS) -> None:
         self._agent: Agent[None, _AgentOutput] = Agent(
             model,
-            instructions=INSTRUCTIONS,
+            instructions=instructions,
             output_type=[str, DeferredToolRequests],
         )
         self._pass_raw_openai_fields = pass_raw_openai_fields
 
-    async def run(self, job: ChatJob, history: Sequence[ChatMessage], publisher: RunPublisher) -> RunOutcome:
-        toolsets = [ExternalToolset(_client_tools(job))] if job.tools and job.tool_choice != "none" else []
+    async def run(
+        self,
+        job: ChatJob,
+        history: Sequence[ChatMessage],
+        publisher: RunPublisher,
+        *,
+        server_tools: Sequence[AbstractToolset[None]] = (),
+    ) -> RunOutcome:
+        """`server_tools`: tools that run here (an assistant's MCP tools), beside the client's own."""
+        client_tools = _client_tools(job) if job.tools and job.tool_choice != "none" else []
+        toolsets = [ExternalToolset(client_tools)] if client_tools else []
         async with self._agent.run_stream_events(
             message_history=to_model_messages(history),
             model_settings=self._model_settings(job),
-            toolsets=toolsets,
+            toolsets=[*toolsets, *server_tools],
             infer_name=False,
         ) as events:
-            return await _RunTranslator(publisher).follow(events)
+            return await _RunTranslator(publisher, client_tools={tool.name for tool in client_tools}).follow(events)
 
     def _model_settings(self, job: ChatJob) -> ModelSettings:
         params = job.params
@@ -107,8 +118,10 @@ class _RunTranslator:
     """Follows one PydanticAI run: publishes its text and client tool calls as our events as they
     stream, and turns its result into our outcome."""
 
-    def __init__(self, publisher: RunPublisher) -> None:
+    def __init__(self, publisher: RunPublisher, *, client_tools: set[str]) -> None:
         self._publisher = publisher
+        # Calls to these go back to the client; calls to the server's own tools are announced as they run.
+        self._client_tools = client_tools
         self._text_parts: list[str] = []
         # Our own numbering of client tool calls, by the index of the response part that holds each.
         self._call_index_by_part: dict[int, int] = {}
@@ -133,7 +146,7 @@ class _RunTranslator:
         match part:
             case TextPart():
                 await self._text(part.content)
-            case ToolCallPart():
+            case ToolCallPart() if part.tool_name in self._client_tools:
                 index = self._call_index_by_part.setdefault(event.index, len(self._call_index_by_part))
                 await self._publisher.emit(
                     ClientToolCallDelta(
@@ -146,7 +159,8 @@ class _RunTranslator:
                     )
                 )
             case (
-                NativeToolCallPart()
+                ToolCallPart()
+                | NativeToolCallPart()
                 | NativeToolReturnPart()
                 | ThinkingPart()
                 | CompactionPart()
@@ -201,8 +215,18 @@ class _RunTranslator:
                     )
                     for call in output.calls
                 ]
+                # Calls to tools whose policy is `approve`: not run, and for the runner to tell.
+                pending = [
+                    PendingApproval(call_id=call.tool_call_id, tool=call.tool_name, arguments=call.args_as_dict())
+                    for call in output.approvals
+                ]
                 return RunOutcome(
-                    text=text, finish_reason="tool_calls", usage=usage, client_tool_calls=calls, logprobs=logprobs
+                    text=text,
+                    finish_reason="tool_calls" if calls else "stop",
+                    usage=usage,
+                    client_tool_calls=calls,
+                    logprobs=logprobs,
+                    pending_approvals=pending,
                 )
             case str():
                 return RunOutcome(text=text or output, usage=usage, logprobs=logprobs)

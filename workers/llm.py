@@ -16,16 +16,19 @@ from demo_llm.server import DEMO_MODEL_NAME, create_demo_app
 from demo_llm.transport import StreamingASGITransport
 from domain.settings import Settings
 
-DEMO_BASE_URL = "http://demo.invalid/v1"
+DEMO_HOST = "demo.invalid"
+DEMO_BASE_URL = f"http://{DEMO_HOST}/v1"
 OLLAMA_DEFAULT_BASE_URL = "http://127.0.0.1:11434/v1"
 
 
 def create_http_client(settings: Settings) -> httpx2.AsyncClient:
     timeout = httpx2.Timeout(settings.run_timeout_s, connect=10.0)
     limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
+    demo = StreamingASGITransport(create_demo_app())
     if settings.llm_provider == "demo":
-        return httpx2.AsyncClient(transport=StreamingASGITransport(create_demo_app()), timeout=timeout)
-    return httpx2.AsyncClient(timeout=timeout, limits=limits)
+        return httpx2.AsyncClient(transport=demo, timeout=timeout)
+    # An assistant of the assistants file may name the demo model whatever provider is configured.
+    return httpx2.AsyncClient(timeout=timeout, limits=limits, mounts={f"all://{DEMO_HOST}": demo})
 
 
 def create_model(settings: Settings, http_client: httpx2.AsyncClient) -> Model:

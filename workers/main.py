@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import agents
@@ -11,6 +12,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import keys
+from domain.assistant_catalogue import AssistantCatalogue, load_catalogue
+from domain.assistant_file import AssistantsFileError, unset_variables
 from domain.assistants import GENERAL_ASSISTANT, TODO_ASSISTANT
 from domain.database import create_engine
 from domain.event_log import EventLog
@@ -24,14 +27,23 @@ from workers.chat_job import run_chat
 from workers.context import DEPS_KEY, WorkerDeps
 from workers.dispatch import WakeableWorker
 from workers.event_sink import EventSink
+from workers.file_assistants import build_file_runners
 from workers.general_agent import GeneralAgentRunner
 from workers.leases import LeaseKeeper
 from workers.llm import create_http_client, create_model, speaks_openai_chat
+from workers.mcp_servers import McpServerPool
 from workers.reconciler import Reconciler
 from workers.todo_agent import TodoAgentRunner
 
 
-def build_runners(settings: Settings, deps_http: Any, *, db_engine: AsyncEngine) -> dict[str, AgentRunner]:
+def build_runners(
+    settings: Settings,
+    deps_http: Any,
+    *,
+    db_engine: AsyncEngine,
+    catalogue: AssistantCatalogue,
+    mcp_servers: McpServerPool,
+) -> dict[str, AgentRunner]:
     # The todo runner first: a provider it cannot use is reported as one configuration line.
     todo = TodoAgentRunner(
         model=create_agents_model(settings, deps_http),
@@ -43,17 +55,29 @@ def build_runners(settings: Settings, deps_http: Any, *, db_engine: AsyncEngine)
     return {
         GENERAL_ASSISTANT: GeneralAgentRunner(model, pass_raw_openai_fields=speaks_openai_chat(settings)),
         TODO_ASSISTANT: todo,
+        **build_file_runners(catalogue.file_assistants, settings, deps_http, pool=mcp_servers),
     }
+
+
+def load_worker_catalogue(settings: Settings) -> AssistantCatalogue:
+    """The assistants, checked as a worker needs them: with every `${NAME}` the file uses set here."""
+    catalogue = load_catalogue(settings)
+    problems = unset_variables(catalogue.file_assistants, os.environ)
+    if problems:
+        raise AssistantsFileError([f"{settings.assistants_file}: {problem}" for problem in problems])
+    return catalogue
 
 
 def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> WakeableWorker:
     reconciler: Reconciler | None = None
+    # Read and checked now, so that a mistake stops the worker before it takes any work.
+    catalogue = load_worker_catalogue(settings)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         nonlocal reconciler
         # Agents SDK traces go to OpenAI's servers: only when the operator asked for them.
         agents.set_tracing_disabled(not settings.agents_tracing)
-        deps = _build_deps(settings, queue=ctx["redis"])
+        deps = _build_deps(settings, queue=ctx["redis"], catalogue=catalogue)
         ctx[DEPS_KEY] = deps
         deps.events.start()
         deps.leases.start()
@@ -93,12 +117,13 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
     return worker
 
 
-def _build_deps(settings: Settings, *, queue: Any) -> WorkerDeps:
+def _build_deps(settings: Settings, *, queue: Any, catalogue: AssistantCatalogue) -> WorkerDeps:
     db_engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     http_client = create_http_client(settings)
     event_log = EventLog(redis, max_events=settings.event_log_max, ttl_s=settings.event_log_ttl_s)
     cancels = Cancellations(settings.redis_url)
+    mcp_servers = McpServerPool(catalogue.file_assistants, tool_timeout_s=settings.mcp_tool_timeout_s)
     return WorkerDeps(
         settings=settings,
         cancels=cancels,
@@ -108,6 +133,7 @@ def _build_deps(settings: Settings, *, queue: Any) -> WorkerDeps:
         event_log=event_log,
         events=EventSink(event_log),
         http_client=http_client,
-        runners=build_runners(settings, http_client, db_engine=db_engine),
+        runners=build_runners(settings, http_client, db_engine=db_engine, catalogue=catalogue, mcp_servers=mcp_servers),
+        mcp_servers=mcp_servers,
         leases=LeaseKeeper(db_engine=db_engine, redis=redis, lease_s=settings.run_lease_s, on_cancel=cancels.cancel),
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agents import Agent, ModelSettings, RunConfig, RunContextWrapper, RunHooks, Runner
+from agents import Agent, RunConfig, RunContextWrapper, RunHooks, Runner
 from agents.items import ModelResponse
 from agents.models.interface import Model
 from agents.stream_events import RawResponsesStreamEvent
@@ -27,12 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain import tool_calls
 from domain.chat import ChatMessage
 from domain.events import ToolCalled, ToolReturned, Usage
-from domain.passthrough import TODO_FIELDS
 from domain.run_request import ChatJob
 from domain.tool_calls import RecordedCall, recorded_call_id
 from todo.server import CallOrdinals, RunBinding, TodoScope, recorded_result
 from workers.agent_items import recorded_items, to_input_items
 from workers.agent_runner import RunOutcome
+from workers.agents_model import agents_model_settings
 from workers.provider_errors import provider_errors
 from workers.publisher import RunPublisher
 from workers.todo_mcp import RunTodoTools, result_payload
@@ -102,7 +102,7 @@ class TodoAgentRunner:
                 name="todo",
                 instructions=INSTRUCTIONS,
                 model=self._model,
-                model_settings=_model_settings(job),
+                model_settings=agents_model_settings(job),
                 mcp_servers=[tools],
             )
             streamed = Runner.run_streamed(
@@ -153,20 +153,3 @@ async def _announce(run_id: str, calls: Sequence[RecordedCall], publisher: RunPu
                 is_error=call.is_error,
             )
         )
-
-
-def _model_settings(job: ChatJob) -> ModelSettings:
-    params = job.params
-    # What the client sent goes to the model under its own name (`max_tokens` stays `max_tokens`); the API
-    # refused the fields this assistant cannot take (`domain/passthrough.py`).
-    raw = params.model_dump(
-        mode="json", include={"stop", "max_tokens", "max_completion_tokens", *TODO_FIELDS}, exclude_none=True
-    )
-    return ModelSettings(
-        temperature=params.temperature,
-        top_p=params.top_p,
-        parallel_tool_calls=params.parallel_tool_calls,
-        # Off by default for servers other than OpenAI's; every provider here reports it when asked.
-        include_usage=True,
-        extra_args=raw or None,
-    )

@@ -36,7 +36,6 @@ from api.relay.sse import event_stream
 from api.relay.start import StartedRun, start_run
 from api.state import AppState
 from domain import conversations
-from domain.assistants import ASSISTANTS
 from domain.chat import ChatMessage, FunctionCall, ModelParams, ToolCallSpec
 from domain.content import check_part_sizes
 from domain.errors import InvalidRequest, NotFound, RunFailure, ServiceUnavailable, SwitchboardError
@@ -61,12 +60,18 @@ async def chat_completions(request: Request) -> Response:
     # Images, audio and files arrive inline: a chat body may be larger than other bodies.
     data = await read_json(request, max_bytes=state.settings.max_chat_body_bytes)
     body = validate(ChatCompletionRequest, data)
-    if body.model not in ASSISTANTS:
+    # An assistant the caller may not use is missing, as far as the caller can tell.
+    assistant = state.assistants.find(body.model, user_id=user_id)
+    if assistant is None:
         raise NotFound(f"The model '{body.model}' does not exist", param="model", code="model_not_found")
     check_part_sizes(body.messages, max_part_bytes=state.settings.max_part_bytes)
     run_request = _run_request(request, body, user_id=user_id)
     check_passable(
-        provider=state.settings.llm_provider, assistant=body.model, params=run_request.params, messages=body.messages
+        provider=assistant.provider or state.settings.llm_provider,
+        assistant=body.model,
+        engine=assistant.engine,
+        params=run_request.params,
+        messages=body.messages,
     )
     # The conversation a header names is part of what is asked; one the API makes up is not.
     idempotency = idempotency_key(request, data, conversation=_conversation_key(request))
