@@ -91,8 +91,12 @@ async def handle_http_exception(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def handle_unexpected(_request: Request, exc: Exception) -> Response:
-    log.exception("request.crashed", error_type=type(exc).__name__)
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # This runs outside the request-id middleware, whose log context is gone by now: name the request here.
+    request_id = getattr(request.state, "request_id", None)
+    log.exception("request.crashed", error_type=type(exc).__name__, request_id=request_id)
     return JSONResponse(
-        error_body("internal server error", type_="server_error", code="internal_error"), status_code=500
+        error_body("internal server error", type_="server_error", code="internal_error"),
+        status_code=500,
+        headers={"X-Request-ID": request_id} if request_id else None,
     )
