@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import pytest_asyncio
 from sqlalchemy import text
@@ -54,26 +56,48 @@ def workdir() -> Iterator[Path]:
         yield Path(name)
 
 
+class WebServer:
+    """The test server over streamable HTTP, as a process of its own that a test may restart."""
+
+    def __init__(self, log: Path) -> None:
+        self._env = {**os.environ, "MCP_TEST_TOKEN": WEB_TOKEN, "MCP_TEST_LOG": str(log)}
+        self._process: subprocess.Popen[str] | None = None
+        self.url = self._start(port=0)
+
+    def _start(self, *, port: int) -> str:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.mcp_test_server", "--http", "--port", str(port)],
+            cwd=ROOT,
+            env=self._env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        assert "listening on" in line, line
+        return line.rsplit(" ", 1)[1].strip()
+
+    def restart(self) -> None:
+        """A new process on the same port: it knows none of the sessions the old one had."""
+        self.stop()
+        self._start(port=int(self.url.rsplit(":", 1)[1].split("/")[0]))
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            assert self._process.stdout is not None
+            self._process.stdout.close()
+            self._process = None
+
+
 @pytest.fixture(scope="module")
-def web_server(workdir: Path) -> Iterator[str]:
-    """The test server over streamable HTTP; its URL."""
-    env = {**os.environ, "MCP_TEST_TOKEN": WEB_TOKEN, "MCP_TEST_LOG": str(workdir / "web.log"), "MCP_TEST_NAME": "web"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.mcp_test_server", "--http", "--port", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert "listening on" in line, line
+def web_server(workdir: Path) -> Iterator[WebServer]:
+    server = WebServer(workdir / "web.log")
     try:
-        yield line.rsplit(" ", 1)[1].strip()
+        yield server
     finally:
-        process.terminate()
-        process.wait(10)
-        process.stdout.close()
+        server.stop()
 
 
 def assistants_toml(*, web_url: str) -> str:
@@ -131,10 +155,10 @@ def assistants_toml(*, web_url: str) -> str:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def deployed(
-    postgres_url: str, redis_url: str, fake_llm: FakeLLM, workdir: Path, web_server: str
+    postgres_url: str, redis_url: str, fake_llm: FakeLLM, workdir: Path, web_server: WebServer
 ) -> AsyncIterator[Deployment]:
     path = workdir / "assistants.toml"
-    path.write_text(assistants_toml(web_url=web_server))
+    path.write_text(assistants_toml(web_url=web_server.url))
     env = {
         "SWITCHBOARD_ASSISTANTS_FILE": str(path),
         "SB_TEST_BOX_LOG": str(workdir / "box.log"),
@@ -390,6 +414,18 @@ async def test_the_http_server_s_tools_work_with_the_header_from_the_worker_s_en
     assert [event["tool"] for event in events if event["type"] == "tool.call"] == ["web.append_line"]
 
 
+async def test_an_http_server_that_restarted_gets_a_new_session(
+    deployed: Deployment, web_server: WebServer, workdir: Path
+) -> None:
+    await ask(deployed, "helper", f'[[tool:web_append_line {{"text": "{marker()}"}}]]')
+    web_server.restart()
+    # The new process answers 404 for the old session: the call goes again on a new one, and runs once.
+    mark = marker()
+    answer, _ = await ask(deployed, "helper", f'[[tool:web_append_line {{"text": "{mark}"}}]]')
+    assert answer == f"tool said: appended {mark}"
+    assert lines(workdir / "web.log").count(mark) == 1
+
+
 async def test_a_variable_reaches_the_server_and_nothing_else(deployed: Deployment) -> None:
     mark = marker()
     answer, run_id = await ask(deployed, "helper", f"[[tool:box_secret_digest]] {mark}")
@@ -487,3 +523,20 @@ async def test_each_assistant_has_its_own_server_process(deployed: Deployment) -
     mark = marker()
     answer, _ = await ask(deployed, "agent-helper", f'[[tool:box_lookup {{"key": "{mark}"}}]]')
     assert answer == f"tool said: found {mark} on test-server"
+
+
+async def test_a_stopping_worker_stops_its_servers(deployed: Deployment) -> None:
+    # Last in this module: it stops the deployment's worker.
+    [worker] = deployed.live_workers()
+    servers = [
+        child
+        for child in psutil.Process(worker.pid).children(recursive=True)
+        if "mcp_test_server" in " ".join(child.cmdline())
+    ]
+    assert len(servers) == 2  # helper's box and agent-helper's
+    worker.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(worker.wait, 30)
+    assert worker.returncode == 0
+    _, alive = await asyncio.to_thread(psutil.wait_procs, servers, 5)
+    assert not alive
+    assert deployed.worker_log(worker).count('"event": "mcp.server_stopped"') >= 2

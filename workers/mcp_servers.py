@@ -31,7 +31,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -41,7 +41,7 @@ import structlog
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client._transport import Transport, TransportStreams
 from mcp.client.stdio import stdio_client
-from mcp.client.streamable_http import streamable_http_client
+from mcp.client.streamable_http import MCP_SESSION_ID, streamable_http_client
 from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult, TextContent, Tool
 
@@ -59,6 +59,10 @@ HEALTHY_AFTER_S = 60.0
 CLOSE_GRACE_S = 5.0
 # What an HTTP server's connection may take apart from a call (the calls have their own timeout).
 HTTP_CONNECT_TIMEOUT_S = 10.0
+# How often a run waiting for a restarting session looks again.
+WAIT_STEP_S = 0.05
+# A request refused because the server forgot the session is sent again on a new one, this many times in all.
+SESSION_TRIES = 2
 # Values shorter than this are not masked out of error messages: they would garble them, and are no secret.
 MASKED_MIN_CHARS = 4
 
@@ -67,11 +71,21 @@ class McpUnavailable(Exception):
     """The server has no live session to offer (it is starting, restarting or cannot start)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(eq=False, kw_only=True)
 class _Session:
-    client: Client
-    # Set once the session's transport has ended: the process died or the connection was lost.
-    ended: anyio.Event
+    """One session with the server, from its start to its end."""
+
+    # Set once the session has ended: the process died, the connection was lost, the server forgot it.
+    ended: anyio.Event = field(default_factory=anyio.Event)
+    # The HTTP server answered 404 for this session: it no longer knows it (it restarted, say), and ran
+    # nothing sent over it since, so a request it refused so may be sent again on the next session.
+    forgotten: bool = False
+    client: Client | None = None
+
+    def connected(self) -> Client:
+        if self.client is None:
+            raise McpUnavailable("the session is not open")
+        return self.client
 
 
 class McpConnection:
@@ -97,35 +111,53 @@ class McpConnection:
 
     async def tools(self) -> list[Tool]:
         """The server's tools, from the cache when the server has not said they changed."""
-        session = await self._live_session()
-        if self._tools is not None:
-            return self._tools
-        generation = self._tools_generation
+        for _ in range(SESSION_TRIES):
+            session = await self._live_session()
+            if self._tools is not None:
+                return self._tools
+            generation = self._tools_generation
+            try:
+                tools = await self._list_tools(session.connected())
+            except (MCPError, TimeoutError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+                if session.forgotten:
+                    continue
+                raise McpUnavailable(f"the MCP server '{self.name}' did not list its tools: {_describe(exc)}") from exc
+            # A list_changed that arrived meanwhile may postdate this listing: keep it for this run only.
+            if generation == self._tools_generation:
+                self._tools = tools
+            return tools
+        raise McpUnavailable(f"the MCP server '{self.name}' forgot its session again and again")
+
+    async def _list_tools(self, client: Client) -> list[Tool]:
         tools: list[Tool] = []
         cursor: str | None = None
-        try:
-            async with asyncio.timeout(self.tool_timeout_s):
-                while True:
-                    page = await session.client.list_tools(cursor=cursor)
-                    tools.extend(page.tools)
-                    cursor = page.next_cursor
-                    if cursor is None:
-                        break
-        except (MCPError, TimeoutError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
-            raise McpUnavailable(f"the MCP server '{self.name}' did not list its tools: {_describe(exc)}") from exc
-        if generation == self._tools_generation:
-            self._tools = tools
-        return tools
+        async with asyncio.timeout(self.tool_timeout_s):
+            while True:
+                page = await client.list_tools(cursor=cursor)
+                tools.extend(page.tools)
+                cursor = page.next_cursor
+                if cursor is None:
+                    return tools
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> CallToolResult:
         """Call a tool. Whatever goes wrong on the way is a failed result the model reads, never an exception."""
+        for _ in range(SESSION_TRIES):
+            try:
+                session = await self._live_session()
+            except McpUnavailable as exc:
+                return _failed(str(exc))
+            result = await self._call(session, tool, arguments)
+            # Refused for a session the server had forgotten, the call was never run: send it on the new one.
+            if result is not None:
+                return result
+        return _failed(f"the MCP server '{self.name}' forgot its session again and again")
+
+    async def _call(self, session: _Session, tool: str, arguments: dict[str, Any]) -> CallToolResult | None:
         try:
-            session = await self._live_session()
-        except McpUnavailable as exc:
-            return _failed(str(exc))
-        try:
-            return await session.client.call_tool(tool, arguments, read_timeout_seconds=self.tool_timeout_s)
+            return await session.connected().call_tool(tool, arguments, read_timeout_seconds=self.tool_timeout_s)
         except MCPError as exc:
+            if session.forgotten:
+                return None
             if exc.code == REQUEST_TIMEOUT:
                 return _failed(f"the tool did not answer within {self.tool_timeout_s:g} s and was cancelled")
             if exc.code == CONNECTION_CLOSED:
@@ -166,32 +198,37 @@ class McpConnection:
             self._supervisor = asyncio.create_task(
                 self._supervise(), name=f"mcp:{self.assistant}:{self.name}", context=contextvars.Context()
             )
-        if self._start_failed and not self._up.is_set():
-            raise McpUnavailable(f"the MCP server '{self.name}' is not running: {self._last_error}")
-        try:
-            await asyncio.wait_for(self._up.wait(), START_TIMEOUT_S)
-        except TimeoutError as exc:
-            raise McpUnavailable(f"the MCP server '{self.name}' is not running: {self._last_error}") from exc
-        session = self._session
-        if session is None or session.ended.is_set():
-            raise McpUnavailable(f"the MCP server '{self.name}' is restarting")
-        return session
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        while True:
+            session = self._session
+            if session is not None and self._up.is_set() and not session.ended.is_set():
+                return session
+            remaining_s = deadline - loop.time()
+            if self._start_failed or remaining_s <= 0:
+                raise McpUnavailable(f"the MCP server '{self.name}' is not running: {self._last_error}")
+            # Starting, or restarting (an ended session's `_up` may stay set for a moment while it winds down).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._up.wait(), min(remaining_s, WAIT_STEP_S))
+            if self._up.is_set() and (self._session is None or self._session.ended.is_set()):
+                await asyncio.sleep(min(remaining_s, WAIT_STEP_S))
 
     async def _supervise(self) -> None:
         delay_s = FIRST_RESTART_DELAY_S
         loop = asyncio.get_running_loop()
         while not self._closing:
             started_at = loop.time()
-            ended = anyio.Event()
+            session = _Session()
             came_up = False
             try:
-                async with self._connect(ended) as client:
-                    self._session = _Session(client=client, ended=ended)
+                async with self._connect(session) as client:
+                    session.client = client
+                    self._session = session
                     self._tools, self._tools_generation = None, self._tools_generation + 1
                     came_up, self._start_failed = True, False
                     self._up.set()
                     log.info("mcp.server_started", assistant=self.assistant, server=self.name)
-                    await ended.wait()
+                    await session.ended.wait()
                 self._last_error = "its session ended"
             except MissingVariable as exc:
                 # The worker's start-up check names every unset variable; only a changed environment gets here.
@@ -228,15 +265,15 @@ class McpConnection:
         return text
 
     @asynccontextmanager
-    async def _connect(self, ended: anyio.Event) -> AsyncIterator[Client]:
+    async def _connect(self, session: _Session) -> AsyncIterator[Client]:
         async def on_message(message: mcp_types.ServerNotification | Exception) -> None:
             if isinstance(message, mcp_types.ToolListChangedNotification):
                 self._tools, self._tools_generation = None, self._tools_generation + 1
 
         async with AsyncExitStack() as stack:
-            transport = await self._transport(stack)
+            transport = await self._transport(stack, session)
             client = Client(
-                _watched(transport, ended),
+                _watched(transport, session.ended),
                 # The initialize handshake every MCP server speaks; it also carries list_changed notifications.
                 mode="legacy",
                 # The tool list is cached here, per session, and dropped on list_changed.
@@ -246,7 +283,7 @@ class McpConnection:
             )
             yield await stack.enter_async_context(client)
 
-    async def _transport(self, stack: AsyncExitStack) -> Transport:
+    async def _transport(self, stack: AsyncExitStack, session: _Session) -> Transport:
         config = self.config
         environ: Mapping[str, str] = os.environ
         if isinstance(config, StdioServer):
@@ -259,10 +296,18 @@ class McpConnection:
             )
             # The server's stderr is the worker's: its own log lines go where the worker's go.
             return stdio_client(parameters, errlog=sys.stderr)
+
+        async def forgotten(response: httpx2.Response) -> None:
+            # The spec's word for "I do not know this session": start a new one.
+            if response.status_code == 404 and MCP_SESSION_ID in response.request.headers:
+                session.forgotten = True
+                session.ended.set()
+
         http = await stack.enter_async_context(
             httpx2.AsyncClient(
                 headers={key: expand(value, environ) for key, value in config.headers.items()},
                 timeout=httpx2.Timeout(HTTP_CONNECT_TIMEOUT_S, read=None),
+                event_hooks={"response": [forgotten]},
             )
         )
         return streamable_http_client(config.url, http_client=http)
