@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,8 +36,9 @@ import pytest_asyncio
 from sqlalchemy import text
 
 from api.app import create_app
-from domain.assistant_file import AssistantsFileError
+from domain.assistant_file import AssistantsFileError, parse_assistants
 from domain.settings import Settings
+from domain.tool_policy import ToolRules, decide_tool_policy
 from tests.deployment import ROOT, Deployment, running_deployment
 from tests.fake_llm import FakeLLM
 from tests.test_runs_api import sse_events
@@ -226,6 +228,28 @@ def switchboard(command: str, file: Path | str, **env: str) -> subprocess.Comple
         text=True,
         timeout=60,
     )
+
+
+def test_the_readme_example_is_a_valid_file() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Assistants from a file") :]
+    example = section[section.index("```toml\n") + len("```toml\n") : section.index("```\n\n")]
+    [homelab] = parse_assistants(tomllib.loads(example), source="README.md")
+    assert [server.name for server in homelab.mcp_servers] == ["proxmox", "hass"]
+    assert homelab.users == frozenset({"alice"})
+
+
+def test_the_policy_of_a_tool() -> None:
+    rules = ToolRules(per_tool={"nas.reboot": "deny", "nas.df": "deny", "nas.ls": "allow"})
+    # The file's own line decides; then a read-only tool is allowed; then the default, approve unless set.
+    assert decide_tool_policy(rules=rules, server="nas", tool="df", read_only_hint=True) == "deny"
+    assert decide_tool_policy(rules=rules, server="nas", tool="ls", read_only_hint=False) == "allow"
+    assert decide_tool_policy(rules=rules, server="nas", tool="stat", read_only_hint=True) == "allow"
+    assert decide_tool_policy(rules=rules, server="nas", tool="format", read_only_hint=None) == "approve"
+    assert decide_tool_policy(rules=rules, server="other", tool="reboot", read_only_hint=False) == "approve"
+    strict = ToolRules(default="deny")
+    assert decide_tool_policy(rules=strict, server="nas", tool="format", read_only_hint=False) == "deny"
+    assert decide_tool_policy(rules=strict, server="nas", tool="stat", read_only_hint=True) == "allow"
 
 
 def test_every_mistake_in_the_file_is_one_line_and_the_api_does_not_start(workdir: Path) -> None:
