@@ -409,6 +409,20 @@ async def test_an_allowed_tool_runs_and_its_result_reaches_the_model(deployed: D
     assert result["result"] == f"found {mark} on test-server" and result["is_error"] is False
 
 
+async def test_server_side_calls_stream_as_text_never_as_tool_calls(deployed: Deployment) -> None:
+    mark = marker()
+    stream = await deployed.openai().chat.completions.create(
+        model="helper",
+        messages=[{"role": "user", "content": f'[[tool:box_lookup {{"key": "{mark}"}}]]'}],
+        stream=True,
+    )
+    chunks = [chunk async for chunk in stream]
+    assert not [chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.tool_calls]
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == f"tool said: found {mark} on test-server"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
 async def test_a_tool_that_needs_approval_is_offered_but_not_run(
     deployed: Deployment, fake_llm: FakeLLM, workdir: Path
 ) -> None:
