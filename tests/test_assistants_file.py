@@ -565,6 +565,8 @@ async def test_each_assistant_has_its_own_server_process(deployed: Deployment) -
 
 async def test_a_stopping_worker_stops_its_servers(deployed: Deployment) -> None:
     # Last in this module: it stops the deployment's worker.
+    for assistant in ("helper", "agent-helper"):
+        await ask(deployed, assistant, f'[[tool:box_lookup {{"key": "{marker()}"}}]]')
     [worker] = deployed.live_workers()
     servers = [
         child
