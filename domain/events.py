@@ -92,10 +92,37 @@ class RunCancelled(_Event):
     type: Literal["run.cancelled"] = "run.cancelled"
 
 
-TerminalEvent = RunCompleted | RunFailed | RunCancelled
+class ApprovalRequest(BaseModel):
+    """A tool call the run stopped at, as its owner is asked to decide it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments_hash: str
+
+
+class RunAwaitingApproval(_Event):
+    """The run stopped before tool calls that need its owner's yes; it goes on, in a new attempt, once
+    every call is decided (see domain/approvals.py). For a stream, this is where it ends."""
+
+    type: Literal["run.awaiting_approval"] = "run.awaiting_approval"
+    approvals: list[ApprovalRequest]
+
+
+TerminalEvent = RunCompleted | RunFailed | RunCancelled | RunAwaitingApproval
 
 RunEvent = Annotated[
-    RunStarted | TextDelta | ClientToolCallDelta | ToolCalled | ToolReturned | RunCompleted | RunFailed | RunCancelled,
+    RunStarted
+    | TextDelta
+    | ClientToolCallDelta
+    | ToolCalled
+    | ToolReturned
+    | RunCompleted
+    | RunFailed
+    | RunCancelled
+    | RunAwaitingApproval,
     Field(discriminator="type"),
 ]
 

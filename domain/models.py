@@ -107,7 +107,9 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+RunStatus = Literal["queued", "running", "awaiting_approval", "succeeded", "failed", "cancelled"]
+# Runs a worker has or will have: queued, or running under a lease. A run awaiting approval has neither,
+# until a person decides; see `domain/approvals.py`.
 UNFINISHED: tuple[RunStatus, ...] = ("queued", "running")
 FINISHED: tuple[RunStatus, ...] = ("succeeded", "failed", "cancelled")
 
@@ -148,7 +150,7 @@ class Run(Base):
         ForeignKey("conversations.id", ondelete="CASCADE"), default=None
     )
     assistant: Mapped[str] = mapped_column(_text(64))
-    status: Mapped[str] = mapped_column(_text(16), default="queued")
+    status: Mapped[str] = mapped_column(_text(32), default="queued")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     request_id: Mapped[str | None] = mapped_column(_text(128), default=None)
     spec: Mapped[dict[str, Any] | None] = mapped_column(default=None)
@@ -165,6 +167,45 @@ class Run(Base):
     # Set when someone asks to stop the run: recorded first, then delivered to its worker.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # While it awaits approval: what its agent had done, to go on from there (the engine's own form).
+    paused_state: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # Attempts spent before its last pause: a run that waited for a person gets its retries afresh.
+    attempts_before_pause: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When it last went on after a pause: its time limit counts from here, not from its creation.
+    resumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Approval(Base):
+    """A tool call a run stopped at, waiting for its owner's yes or no.
+
+    The decision binds to the call id and to a digest of the arguments the model gave, so no client can
+    change what was approved. `decision` is None while pending, then `approve`, `deny` or `expired`.
+    """
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        UniqueConstraint("run_id", "call_id", name="uq_approvals_run_call"),
+        Index("ix_approvals_user_run", "user_id", "run_id"),
+        Index(
+            "ix_approvals_pending_expiry",
+            "expires_at",
+            postgresql_where=text("decision IS NULL"),
+            sqlite_where=text("decision IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(_text(255))
+    call_id: Mapped[str] = mapped_column(_text(255))
+    tool: Mapped[str] = mapped_column(_text(255))
+    arguments: Mapped[dict[str, Any]] = mapped_column()
+    arguments_hash: Mapped[str] = mapped_column(_text(64))
+    decision: Mapped[str | None] = mapped_column(_text(16), default=None)
+    reason: Mapped[str | None] = mapped_column(_text(), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class Task(Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.models import Run, utcnow
@@ -23,7 +23,13 @@ class Unfinished:
     id: str
     status: str
     attempt: int
+    attempts_before_pause: int
     created_at: datetime
+
+    @property
+    def attempts_used(self) -> int:
+        """Attempts since it last went on after a pause for approval (a pause gives retries afresh)."""
+        return self.attempt - self.attempts_before_pause
 
 
 async def queued_before(connection: AsyncConnection, *, age_s: float) -> list[Unfinished]:
@@ -39,16 +45,28 @@ async def lapsed(connection: AsyncConnection) -> list[Unfinished]:
 
 
 async def overdue(connection: AsyncConnection, *, age_s: float) -> list[Unfinished]:
-    """Unfinished runs accepted more than `age_s` ago: past their timeout, whatever carries them."""
+    """Unfinished runs accepted (or resumed after a pause) more than `age_s` ago: past their timeout,
+    whatever carries them."""
     cutoff = utcnow() - timedelta(seconds=age_s)
-    return await _select(connection, Run.status.in_(("queued", "running")), Run.created_at < cutoff)
+    return await _select(
+        connection, Run.status.in_(("queued", "running")), func.coalesce(Run.resumed_at, Run.created_at) < cutoff
+    )
 
 
 async def _select(connection: AsyncConnection, *conditions: object) -> list[Unfinished]:
     result = await connection.execute(
-        select(Run.id, Run.status, Run.attempt, Run.created_at)
+        select(Run.id, Run.status, Run.attempt, Run.attempts_before_pause, Run.created_at)
         .where(*conditions)  # type: ignore[arg-type]
         .order_by(Run.created_at)
         .limit(BATCH)
     )
-    return [Unfinished(id=row.id, status=row.status, attempt=row.attempt, created_at=row.created_at) for row in result]
+    return [
+        Unfinished(
+            id=row.id,
+            status=row.status,
+            attempt=row.attempt,
+            attempts_before_pause=row.attempts_before_pause,
+            created_at=row.created_at,
+        )
+        for row in result
+    ]

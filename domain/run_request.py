@@ -66,3 +66,5 @@ class ChatJob(RunSpec):
     conversation_id: int | None
     # The claim's attempt: every write the worker makes for the run is fenced by it.
     attempt: int
+    # Set when the run goes on after a pause for approval: what its agent had done, in the engine's form.
+    paused_state: dict[str, Any] | None = None

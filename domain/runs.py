@@ -32,7 +32,11 @@ from domain.text import scrub
 # Set with every end of a run. A turn outside any conversation (an Open WebUI temporary chat or
 # background task) keeps what its model was given (the client's messages) only while it may still
 # run: once it has ended, its row says how it went and holds nothing of what was said.
-_FORGET_UNSTORED_INPUT = {"spec": case((Run.conversation_id.is_(None), null()), else_=Run.spec)}
+# Set with every end of a run: what its agent had done before a pause is of no more use either.
+_FORGET_UNSTORED_INPUT = {
+    "spec": case((Run.conversation_id.is_(None), null()), else_=Run.spec),
+    "paused_state": null(),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +51,7 @@ class AcceptedTurn:
 
 def storable_text(text: str) -> str:
     """Model output is stored as it came, except what no database accepts: NUL, unpaired surrogates."""
-    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return scrub(text)
 
 
 def message_values(
@@ -196,6 +200,7 @@ async def load(connection: AsyncConnection, run_id: str) -> Row[Any] | None:
             Run.usage,
             Run.lease_expires_at,
             Run.cancel_requested_at,
+            Run.attempts_before_pause,
         ).where(Run.id == run_id)
     )
     return result.one_or_none()
@@ -209,7 +214,8 @@ async def claim(connection: AsyncConnection, *, run_id: str, lease_s: float, max
         update(Run)
         .where(
             Run.id == run_id,
-            Run.attempt < max_attempts,
+            # A run that waited for a person gets its retries afresh when it goes on.
+            Run.attempt - Run.attempts_before_pause < max_attempts,
             Run.cancel_requested_at.is_(None),
             ~earlier_turn_unfinished(),
             or_(Run.status == "queued", and_(Run.status == "running", Run.lease_expires_at < now)),
@@ -220,7 +226,9 @@ async def claim(connection: AsyncConnection, *, run_id: str, lease_s: float, max
             started_at=func.coalesce(Run.started_at, now),
             lease_expires_at=now + timedelta(seconds=lease_s),
         )
-        .returning(Run.attempt, Run.user_id, Run.assistant, Run.request_id, Run.conversation_id, Run.spec)
+        .returning(
+            Run.attempt, Run.user_id, Run.assistant, Run.request_id, Run.conversation_id, Run.spec, Run.paused_state
+        )
     )
     row = result.one_or_none()
     if row is None:
@@ -232,6 +240,7 @@ async def claim(connection: AsyncConnection, *, run_id: str, lease_s: float, max
         assistant=row.assistant,
         request_id=row.request_id or "",
         conversation_id=row.conversation_id,
+        paused_state=row.paused_state,
         **(row.spec or {}),
     )
 
@@ -304,14 +313,15 @@ async def renew_leases(connection: AsyncConnection, *, attempts: Sequence[tuple[
 
 
 async def request_cancel(connection: AsyncConnection, *, run_id: str, user_id: str) -> Row[Any] | None:
-    """Record that the run's owner asked to stop it. A queued run is cancelled at once and never
-    starts; a running one is marked, for its worker to stop; a finished one is left as it is.
+    """Record that the run's owner asked to stop it. A queued run, or one awaiting approval, is
+    cancelled at once and never goes on; a running one is marked, for its worker to stop; a finished
+    one is left as it is.
     None when the run is not this user's (or does not exist)."""
     now = utcnow()
     mine = and_(Run.id == run_id, Run.user_id == user_id)
     await connection.execute(
         update(Run)
-        .where(mine, Run.status == "queued")
+        .where(mine, Run.status.in_(("queued", "awaiting_approval")))
         .values(
             status="cancelled",
             cancel_requested_at=now,

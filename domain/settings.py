@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # A turn for a conversation that has one queued or running: enqueue, reject or interrupt.
     conversation_policy: Literal["enqueue", "reject", "interrupt"] = "enqueue"
     # Attempts a run gets before it fails with `worker_lost`.
+    # A tool call waiting for its owner's decision longer than this cancels its run.
+    approval_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     run_max_attempts: int = Field(default=3, ge=1)
     # How long an open stream waits for Redis to come back before it catches up or gives up.
     relay_reconnect_s: float = Field(default=10.0, ge=0)

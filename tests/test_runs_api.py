@@ -33,6 +33,7 @@ RUN_FIELDS = {
     "attempt",
     "error",
     "usage",
+    "pending_approvals",
 }
 WEATHER_TOOL = {
     "type": "function",

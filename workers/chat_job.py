@@ -134,7 +134,8 @@ async def _not_ours(deps: WorkerDeps, run_id: str) -> str:
         if run is None:
             log.warning("run.missing")
             return "missing"
-        if run.status in UNFINISHED and run.attempt >= deps.settings.run_max_attempts and _lapsed(run):
+        attempts_used = run.attempt - run.attempts_before_pause
+        if run.status in UNFINISHED and attempts_used >= deps.settings.run_max_attempts and _lapsed(run):
             await runs.fail(connection, run_id=run_id, attempt=run.attempt, code="worker_lost", message=WORKER_LOST)
             run = await runs.load(connection, run_id)
             assert run is not None

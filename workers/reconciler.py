@@ -25,9 +25,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain import run_recovery, runs
+from domain import approvals, run_recovery, runs
 from domain.database import unavailable_on_connection_errors
 from domain.errors import RunFailureCode, ServiceUnavailable
+from domain.events import RunCancelled
 from domain.run_recovery import Unfinished
 from workers.context import WorkerDeps
 from workers.requeue import requeue
@@ -80,11 +81,14 @@ class Reconciler:
                     await self._announce(connection, run)
                 else:
                     lapsed.append(run)
-            exhausted = [run for run in lapsed if run.attempt >= settings.run_max_attempts]
+            exhausted = [run for run in lapsed if run.attempts_used >= settings.run_max_attempts]
             for run in exhausted:
                 await self._fail(connection, run, "worker_lost", runs.WORKER_LOST)
-            retry = [run for run in lapsed if run.attempt < settings.run_max_attempts]
+            retry = [run for run in lapsed if run.attempts_used < settings.run_max_attempts]
             stale = await run_recovery.queued_before(connection, age_s=ENQUEUE_GRACE_S)
+            for run_id, attempt in await approvals.expire_due(connection):
+                log.info("reconciler.approval_expired", run_id=run_id)
+                self._deps.events.send(RunCancelled(run_id=run_id, attempt=attempt))
         await self._requeue(retry, action="retried")
         await self._requeue(await self._missing_jobs(stale), action="requeued")
 

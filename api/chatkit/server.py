@@ -49,6 +49,7 @@ from api.chatkit.items import assistant_item, output_item_id, run_of_input, tool
 from api.chatkit.store import ChatKitContext, ConversationStore
 from api.relay.progress import (
     RESTARTED_MESSAGE,
+    AwaitingApproval,
     Cancelled,
     ClientToolCall,
     Completed,
@@ -164,8 +165,9 @@ class _Turn:
                 case Restarted():
                     yield _error(RESTARTED_MESSAGE)
                     return
-                case Completed() | Cancelled():
-                    # A stopped answer ends where it stopped, and stays in the thread as stored.
+                case Completed() | Cancelled() | AwaitingApproval():
+                    # A stopped answer ends where it stopped, and stays in the thread as stored; one that
+                    # waits for a decision has asked for it in its text.
                     async for finished in self._finish_answer():
                         yield finished
                 case Failed() | Detached():

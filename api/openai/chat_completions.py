@@ -21,6 +21,7 @@ from api.relay.admission import idempotency_key
 from api.relay.policy import conversation_policy
 from api.relay.progress import (
     RESTARTED_MESSAGE,
+    AwaitingApproval,
     Cancelled,
     ClientToolCall,
     Completed,
@@ -210,8 +211,9 @@ async def _collect(run: StartedRun, model: str) -> dict[str, object]:
                 calls.clear()
             case Completed():
                 return _completion(run, model, "".join(text), calls, progress)
-            case Cancelled():
-                # Stopped: what it said until then is the answer, as a finished one.
+            case Cancelled() | AwaitingApproval():
+                # Stopped, or waiting for a decision its text asks for: what it said is the answer, as a
+                # finished one (the next message in the conversation may be "approve" or "deny").
                 return _completion(run, model, "".join(text), calls, Completed(finish_reason="stop", usage=Usage()))
             case Failed():
                 raise RunFailure(progress.message, code=progress.code)
@@ -291,8 +293,9 @@ async def stream_chunks(
                 yield {"id": str(progress.seq), "data": writer.finish(progress.finish_reason, progress.logprobs)}
                 if include_usage:
                     yield {"data": writer.usage(progress.usage)}
-            case Cancelled():
-                # Stopped: the answer ends where it was stopped, as OpenAI ends a stopped stream.
+            case Cancelled() | AwaitingApproval():
+                # Stopped, or waiting for the decision its text asks for: the answer ends here, as
+                # OpenAI ends a stopped stream.
                 yield {"id": str(progress.seq), "data": writer.finish("stop")}
             case Failed() | Detached():
                 if isinstance(progress, Detached):

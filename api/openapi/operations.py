@@ -18,6 +18,7 @@ from api.frontend_users import ID_PATTERN, ID_RULE, MAX_ID_CHARS
 from api.mcp import MCP_PATH
 from api.openai.schemas import ChatCompletionRequest
 from api.openapi._document import EVENT_STREAM, JSON, Operation
+from api.runs_api.approvals import ApprovalDecision
 from api.todo.chat import TodoChatRequest
 from domain import admission, conversations
 from domain.models import RunStatus
@@ -262,6 +263,15 @@ OPERATIONS: list[Operation] = [
         summary="Stop a run: the run once it has ended, or 202 with the run as it stands",
         tag="runs",
         responses={200: None, 202: None, 404: None},
+    ),
+    Operation(
+        method="post",
+        path="/v1/runs/{run_id}/approvals",
+        operation_id="decideApproval",
+        summary="Approve or deny one tool call the run stopped at; the run goes on once none is pending",
+        tag="runs",
+        body=TypeAdapter(ApprovalDecision),
+        responses={200: None, 400: None, 404: None, 409: "The call was decided already"},
     ),
     # ---------------------------------------------------------------- the todo API
     Operation(

@@ -19,6 +19,7 @@ import anyio
 from api.relay.event_hub import Subscription
 from api.relay.progress import (
     SHUTDOWN_MESSAGE,
+    AwaitingApproval,
     Cancelled,
     ClientToolCall,
     Completed,
@@ -34,6 +35,7 @@ from api.relay.replay import RunEventSource
 from api.state import AppState
 from domain.events import (
     ClientToolCallDelta,
+    RunAwaitingApproval,
     RunCancelled,
     RunCompleted,
     RunEvent,
@@ -80,7 +82,7 @@ async def _progress(
         progress = _shown(event)
         shown = True
         yield progress
-        if isinstance(progress, Completed | Cancelled | Failed):
+        if isinstance(progress, Completed | Cancelled | AwaitingApproval | Failed):
             return
     match source.ended:
         case "told":
@@ -117,6 +119,8 @@ def _shown(event: RunEvent) -> RunProgress:
             return Failed(code=event.code, message=event.message, seq=event.seq)
         case RunCancelled():
             return Cancelled(seq=event.seq)
+        case RunAwaitingApproval():
+            return AwaitingApproval(approvals=tuple(event.approvals), seq=event.seq)
         case RunStarted():
             raise AssertionError("run.started is the restart rule's, not something to show")
         case _:

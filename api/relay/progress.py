@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.errors import RunFailureCode, StreamEndCode
-from domain.events import FinishReason, Usage
+from domain.events import ApprovalRequest, FinishReason, Usage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +82,16 @@ class Cancelled:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AwaitingApproval:
+    """The run stopped before tool calls its owner must decide. What it said, the request included
+    ("... Reply approve or deny."), came as text before this; it goes on once every call is decided."""
+
+    approvals: tuple[ApprovalRequest, ...]
+    # The run event it came from: a stream's `id:`, for resuming after it.
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Failed:
     code: RunFailureCode
     message: str
@@ -97,7 +107,18 @@ class Detached:
     message: str
 
 
-RunProgress = Text | ClientToolCall | ToolCall | ToolResult | Restarted | Completed | Cancelled | Failed | Detached
+RunProgress = (
+    Text
+    | ClientToolCall
+    | ToolCall
+    | ToolResult
+    | Restarted
+    | Completed
+    | Cancelled
+    | AwaitingApproval
+    | Failed
+    | Detached
+)
 
 # Messages a stream that cannot go on ends with; the run's answer is still stored.
 RESTARTED_MESSAGE = "the run was interrupted and restarted; its answer will be stored in the conversation"

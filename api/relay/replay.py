@@ -17,34 +17,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Literal, get_args
 
 import anyio
 from redis.exceptions import RedisError
 
 from api.relay.event_hub import GAP, STOP, Gap, Stop, Subscription
 from api.state import AppState
-from domain import runs
+from domain import approvals, runs
 from domain.database import unavailable_on_connection_errors
 from domain.errors import ServiceUnavailable
 from domain.events import (
+    ApprovalRequest,
     ClientToolCallDelta,
+    RunAwaitingApproval,
     RunCancelled,
     RunCompleted,
     RunEvent,
     RunFailed,
     RunStarted,
+    TerminalEvent,
     TextDelta,
 )
 from domain.models import FINISHED
 from domain.runs import StoredOutcome
+from domain.tool_policy import PendingApproval
 
+# Where a run stands still: it has ended, or it waits for a person and says nothing until then.
+STOPPED = (*FINISHED, approvals.AWAITING)
 LOG_RETRY_S = 0.25
-TERMINAL_TYPES = frozenset({"run.completed", "run.failed", "run.cancelled"})
 
 
 def is_terminal(event: RunEvent) -> bool:
-    return event.type in TERMINAL_TYPES
+    """Whether the event ends what a reader follows: the run's end, or its pause for approval."""
+    return isinstance(event, get_args(TerminalEvent))
 
 
 async def replay_run(
@@ -184,14 +190,21 @@ class RunEventSource:
         except ServiceUnavailable:
             return None
 
+    async def _pending_approvals(self) -> list[approvals.ApprovalView] | None:
+        try:
+            async with unavailable_on_connection_errors(), self._state.db_engine.connect() as connection:
+                return await approvals.pending(connection, run_id=self._subscription.run_id)
+        except ServiceUnavailable:
+            return None
+
     async def _finished(self) -> bool:
         outcome = await self._outcome()
-        return outcome is not None and outcome.status in FINISHED
+        return outcome is not None and outcome.status in STOPPED
 
     async def _from_database(self) -> AsyncIterator[RunEvent]:
         """The run's end from its row; nothing when it has not ended (the client may come back)."""
         outcome = await self._outcome()
-        if outcome is None or outcome.status not in FINISHED:
+        if outcome is None or outcome.status not in STOPPED:
             return
         run_id = self._subscription.run_id
         attempt = max(outcome.attempt, 1)
@@ -199,7 +212,27 @@ class RunEventSource:
         text = answer.text if answer is not None else ""
         calls = (answer.tool_calls or []) if answer is not None else []
         terminal: RunEvent
-        if outcome.status == "succeeded":
+        if outcome.status == approvals.AWAITING:
+            asked = await self._pending_approvals()
+            if asked is None:
+                return
+            text = approvals.request_text(
+                [PendingApproval(call_id=view.call_id, tool=view.tool, arguments=view.arguments) for view in asked]
+            )
+            terminal = RunAwaitingApproval(
+                run_id=run_id,
+                attempt=attempt,
+                approvals=[
+                    ApprovalRequest(
+                        call_id=view.call_id,
+                        tool=view.tool,
+                        arguments=view.arguments,
+                        arguments_hash=view.arguments_hash,
+                    )
+                    for view in asked
+                ],
+            )
+        elif outcome.status == "succeeded":
             terminal = RunCompleted(
                 run_id=run_id, attempt=attempt, finish_reason="tool_calls" if calls else "stop", usage=outcome.usage
             )

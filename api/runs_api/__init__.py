@@ -2,6 +2,7 @@
 
 from starlette.routing import BaseRoute, Route
 
+from api.runs_api.approvals import decide
 from api.runs_api.cancel import cancel
 from api.runs_api.routes import get_run, list_runs, run_events
 
@@ -10,4 +11,5 @@ routes: list[BaseRoute] = [
     Route("/runs/{run_id}", get_run, methods=["GET"]),
     Route("/runs/{run_id}/events", run_events, methods=["GET"]),
     Route("/runs/{run_id}/cancel", cancel, methods=["POST"]),
+    Route("/runs/{run_id}/approvals", decide, methods=["POST"]),
 ]

@@ -7,7 +7,7 @@ when `has_more`, is passed back as `after`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from api.relay.replay import replay_run
 from api.relay.sse import event_stream, resume_after
 from api.state import AppState
-from domain import conversations, run_views
+from domain import approvals, conversations, run_views
 from domain.database import unavailable_on_connection_errors
 from domain.errors import NotFound
 from domain.pagination import decode_position, encode_cursor, parse_limit
@@ -38,7 +38,7 @@ async def owned_run(state: AppState, user_id: str, run_id: str) -> RunView:
     return run
 
 
-def run_object(run: RunView) -> dict[str, Any]:
+def run_object(run: RunView, pending: Sequence[approvals.ApprovalView] = ()) -> dict[str, Any]:
     usage = None
     if run.usage is not None:
         prompt = int(run.usage.get("prompt_tokens", 0))
@@ -59,13 +59,22 @@ def run_object(run: RunView) -> dict[str, Any]:
         "attempt": run.attempt,
         "error": error,
         "usage": usage,
+        # The tool calls it stopped at, while it awaits approval: decide each at `POST .../approvals`.
+        "pending_approvals": [approval.as_dict() for approval in pending],
     }
 
 
 async def get_run(request: Request) -> Response:
     state, user_id = await _caller(request)
     run = await owned_run(state, user_id, request.path_params["run_id"])
-    return JSONResponse(run_object(run))
+    return JSONResponse(run_object(run, await pending_approvals(state, run)))
+
+
+async def pending_approvals(state: AppState, run: RunView) -> list[approvals.ApprovalView]:
+    if run.status != approvals.AWAITING:
+        return []
+    async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
+        return await approvals.pending(connection, run_id=run.id)
 
 
 async def list_runs(request: Request) -> Response:

@@ -22,6 +22,7 @@ from api.relay.admission import idempotency_key
 from api.relay.policy import conversation_policy
 from api.relay.progress import (
     RESTARTED_MESSAGE,
+    AwaitingApproval,
     Cancelled,
     ClientToolCall,
     Completed,
@@ -157,6 +158,8 @@ async def _collect(run: StartedRun) -> dict[str, Any]:
                 return reply.body()
             case Cancelled():
                 return {**reply.body(), "cancelled": True}
+            case AwaitingApproval():
+                return {**reply.body(), "pending_approvals": _approvals(progress)}
             case Failed():
                 raise RunFailure(progress.message, code=progress.code)
             case Detached():
@@ -164,6 +167,10 @@ async def _collect(run: StartedRun) -> dict[str, Any]:
             case _:
                 assert_never(progress)
     raise AssertionError("follow() always ends with Completed, Failed or Detached")
+
+
+def _approvals(progress: AwaitingApproval) -> list[dict[str, Any]]:
+    return [approval.model_dump() for approval in progress.approvals]
 
 
 def _sse(event: str, data: Any) -> dict[str, str]:
@@ -194,6 +201,8 @@ async def _stream(run: StartedRun, cleanup: contextlib.AsyncExitStack) -> AsyncI
                     yield _sse("done", reply.body())
                 case Cancelled():
                     yield _sse("cancelled", {**reply.body(), "cancelled": True})
+                case AwaitingApproval():
+                    yield _sse("awaiting_approval", {**reply.body(), "pending_approvals": _approvals(progress)})
                 case Failed() | Detached():
                     yield _sse("error", {"message": progress.message, "code": progress.code})
                 case _:
