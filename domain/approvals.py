@@ -21,9 +21,10 @@ from typing import Any, Literal
 from sqlalchemy import Row, and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain import tool_calls
 from domain.chat import ChatMessage
 from domain.errors import Conflict, InvalidRequest, NotFound
-from domain.models import Approval, Message, Run, utcnow
+from domain.models import Approval, Message, Run, ToolCall, utcnow
 from domain.runs import message_values
 from domain.tool_policy import PendingApproval
 
@@ -264,3 +265,68 @@ async def expire_due(connection: AsyncConnection) -> list[tuple[str, int]]:
         .returning(Run.id, Run.attempt)
     )
     return [(row.id, row.attempt) for row in cancelled]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovedCall:
+    """An approved call, as the worker about to run it finds it: its record, once one was claimed."""
+
+    approval_id: int
+    # Set once a worker claimed the call: the record of it, with its result once it is known.
+    record_id: int | None
+    settled: bool
+    result: Any
+    is_error: bool
+
+
+async def approved_call(
+    connection: AsyncConnection, *, run_id: str, call_id: str, arguments: dict[str, Any]
+) -> ApprovedCall | None:
+    """The call's approval, if its owner approved exactly these arguments; None otherwise."""
+    row = (
+        await connection.execute(
+            select(Approval.id, Approval.arguments_hash).where(
+                Approval.run_id == run_id, Approval.call_id == call_id, Approval.decision == "approve"
+            )
+        )
+    ).one_or_none()
+    if row is None or row.arguments_hash != arguments_hash(arguments):
+        return None
+    record = (
+        await connection.execute(
+            select(ToolCall.id, ToolCall.result, ToolCall.is_error).where(
+                ToolCall.run_id == run_id, ToolCall.ordinal == _ordinal(row.id)
+            )
+        )
+    ).one_or_none()
+    return ApprovedCall(
+        approval_id=row.id,
+        record_id=record.id if record is not None else None,
+        settled=record is not None and record.result is not None,
+        result=record.result if record is not None else None,
+        is_error=bool(record.is_error) if record is not None else False,
+    )
+
+
+async def claim_approved_call(
+    connection: AsyncConnection, *, run_id: str, approval_id: int, call_id: str, tool: str, arguments: dict[str, Any]
+) -> int | None:
+    """Record, before it runs, that the approved call is being made: the record's id, or None when
+    another attempt claimed it first. Committed before the call, so no later attempt makes it again."""
+    run = (await connection.execute(select(Run.user_id, Run.conversation_id).where(Run.id == run_id))).one()
+    return await tool_calls.claim(
+        connection,
+        user_id=run.user_id,
+        conversation_id=run.conversation_id,
+        run_id=run_id,
+        ordinal=_ordinal(approval_id),
+        call_id=call_id,
+        tool_name=tool[:64],
+        arguments=arguments,
+    )
+
+
+def _ordinal(approval_id: int) -> int:
+    # Approved calls are recorded under negative ordinals, one per approval, apart from the
+    # positive ordinals of the todo tools' calls: the unique (run, ordinal) lets one attempt claim it.
+    return -approval_id

@@ -60,6 +60,16 @@ class RunRequest(RunSpec):
     conversation_policy: ConversationPolicy = "enqueue"
 
 
+class CallDecision(BaseModel):
+    """A person's decision on a call the run stopped at, as the worker that goes on is given it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    call_id: str
+    approved: bool
+    reason: str | None = None
+
+
 class ChatJob(RunSpec):
     """What a worker runs: the spec, rebuilt from the run's row when the worker claims it."""
 
@@ -68,3 +78,5 @@ class ChatJob(RunSpec):
     attempt: int
     # Set when the run goes on after a pause for approval: what its agent had done, in the engine's form.
     paused_state: dict[str, Any] | None = None
+    # ... and what its owner decided about the calls it stopped at.
+    decisions: list[CallDecision] = Field(default_factory=list)

@@ -429,13 +429,14 @@ async def test_a_tool_that_needs_approval_is_offered_but_not_run(
     mark = marker()
     answer, run_id = await ask(deployed, "helper", f'[[tool:box_append_line {{"text": "{mark}"}}]]')
     assert answer == (
-        "I wanted to run:\n"
-        f'- `box.append_line` with {{"text": "{mark}"}}\n\n'
-        "This needs a person's approval, and approval is not available yet, so nothing was done."
+        f'I want to run this tool:\n- `box.append_line` with arguments `{{"text": "{mark}"}}`\n\nReply approve or deny.'
     )
     assert mark not in "".join(lines(workdir / "box.log"))
     assert len(requests_with(fake_llm, mark)) == 1
     assert not [event for event in await run_events(deployed, run_id) if event["type"].startswith("tool.")]
+    # It waits for a decision (tests/test_approvals.py).
+    async with deployed.http() as http:
+        assert (await http.get(f"/v1/runs/{run_id}")).json()["status"] == "awaiting_approval"
 
 
 async def test_the_http_server_s_tools_work_with_the_header_from_the_worker_s_environment(

@@ -25,6 +25,8 @@ class RunOutcome:
     logprobs: list[dict[str, Any]] | None = None
     # Calls to server-side tools whose policy is `approve`, which the run stopped at instead of running.
     pending_approvals: Sequence[PendingApproval] = ()
+    # With `pending_approvals`: what the agent had done, in its engine's form, to go on from once decided.
+    paused_state: dict[str, Any] | None = None
 
     def as_message(self) -> ChatMessage:
         # What a model writes is stored even when it wrote a NUL: nobody can be asked to fix it.

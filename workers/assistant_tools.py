@@ -37,6 +37,7 @@ from pydantic_core import SchemaValidator, core_schema
 from domain.assistant_file import FileAssistant
 from domain.events import ToolCalled, ToolReturned
 from domain.tool_policy import decide_tool_policy, qualified_tool_name
+from workers.approved_calls import ApprovedCalls
 from workers.mcp_servers import McpConnection, McpUnavailable
 from workers.publisher import RunPublisher
 from workers.todo_mcp import result_payload
@@ -68,9 +69,12 @@ class OfferedTool:
 class AssistantTools:
     """The tools of one assistant of the file, shared by all its runs on this worker."""
 
-    def __init__(self, assistant: FileAssistant, connections: Sequence[McpConnection]) -> None:
+    def __init__(
+        self, assistant: FileAssistant, connections: Sequence[McpConnection], *, approved_calls: ApprovedCalls
+    ) -> None:
         self.assistant = assistant
         self._connections = list(connections)
+        self._approved_calls = approved_calls
 
     async def offered(self) -> dict[str, OfferedTool]:
         """The tools the model may be offered now, by the name it knows them by."""
@@ -123,7 +127,17 @@ class AssistantTools:
                 args=arguments,
             )
         )
-        result = await tool.connection.call(tool.tool.name, arguments)
+        if tool.policy == "approve":
+            # The engine runs it only once its owner said yes: it happens once, as approved, or not at all.
+            result = await self._approved_calls.run_once(
+                run_id=publisher.run_id,
+                call_id=call_id,
+                tool=tool.qualified_name,
+                arguments=arguments,
+                call=lambda: tool.connection.call(tool.tool.name, arguments),
+            )
+        else:
+            result = await tool.connection.call(tool.tool.name, arguments)
         await publisher.emit(
             ToolReturned(
                 run_id=publisher.run_id,

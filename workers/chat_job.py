@@ -17,13 +17,22 @@ from redis.exceptions import RedisError
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain import conversations, runs
+from domain import approvals, conversations, runs
 from domain.chat import ChatMessage, ToolCallSpec
 from domain.database import unavailable_on_connection_errors
 from domain.errors import RunFailure, ServiceUnavailable
-from domain.events import RunCancelled, RunCompleted, RunFailed, RunStarted, TerminalEvent, Usage
+from domain.events import (
+    ApprovalRequest,
+    RunAwaitingApproval,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    TerminalEvent,
+    Usage,
+)
 from domain.models import UNFINISHED, utcnow
-from domain.run_request import ChatJob
+from domain.run_request import CallDecision, ChatJob
 from domain.runs import WORKER_LOST, outcome_event
 from domain.text import scrub
 from workers.agent_runner import RunOutcome
@@ -90,6 +99,8 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
             failure = RunFailure("the run failed unexpectedly", code="internal_error")
             failure.__cause__ = exc
             return await _fail(deps, publisher, failure)
+        if outcome.pending_approvals:
+            return await _pause(deps, publisher, job, outcome)
         return await _succeed(deps, publisher, job, outcome)
     finally:
         deps.cancels.forget(run_id)
@@ -107,6 +118,16 @@ async def _claim(deps: WorkerDeps, run_id: str) -> _Claimed | None:
         )
         if job is None:
             return None
+        if job.paused_state is not None:
+            decided = await approvals.decided(connection, run_id=run_id)
+            job = job.model_copy(
+                update={
+                    "decisions": [
+                        CallDecision(call_id=view.call_id, approved=view.decision == "approve", reason=view.reason)
+                        for view in decided
+                    ]
+                }
+            )
         if job.history is not None:
             return _Claimed(job=job, history=job.history)
         window = await _stored_window(connection, job, settings.history_window)
@@ -193,6 +214,41 @@ async def _succeed(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outc
         )
     log.info("run.completed", finish_reason=outcome.finish_reason, stored=stored, **outcome.usage.model_dump())
     return "completed" if stored else "superseded"
+
+
+async def _pause(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outcome: RunOutcome) -> str:
+    """Stop before the calls that need approval; the run goes on, on any worker, once they are decided."""
+    publisher.flush()
+    if outcome.paused_state is None:
+        raise AssertionError("a runner that stops for approval says where it stopped")
+    paused_state = outcome.paused_state
+
+    async def store(connection: AsyncConnection) -> bool:
+        return await approvals.pause(
+            connection,
+            run_id=job.run_id,
+            attempt=job.attempt,
+            user_id=job.user_id,
+            conversation_id=job.conversation_id,
+            calls=outcome.pending_approvals,
+            paused_state=paused_state,
+            said=outcome.as_message() if outcome.text else None,
+            ttl_s=deps.settings.approval_ttl_s,
+        )
+
+    if await _write_outcome(deps, store):
+        asked = [
+            ApprovalRequest(
+                call_id=call.call_id,
+                tool=call.tool,
+                arguments=call.arguments,
+                arguments_hash=approvals.arguments_hash(call.arguments),
+            )
+            for call in outcome.pending_approvals
+        ]
+        await _publish_end(publisher, RunAwaitingApproval(run_id=job.run_id, attempt=job.attempt, approvals=asked))
+    log.info("run.awaiting_approval", calls=len(outcome.pending_approvals))
+    return "awaiting_approval"
 
 
 async def _fail(deps: WorkerDeps, publisher: RunPublisher, failure: RunFailure) -> str:

@@ -33,6 +33,7 @@ from workers.agent_items import to_input_items
 from workers.agent_runner import AgentRunner, RunOutcome
 from workers.agents_model import agents_model_settings, create_agents_model
 from workers.approvals import stop_for_approval
+from workers.approved_calls import ApprovedCalls
 from workers.assistant_tools import AgentsMcpTools, AssistantTools, PydanticMcpToolset, approval_gated
 from workers.general_agent import GeneralAgentRunner
 from workers.llm import create_model, speaks_openai_chat
@@ -108,13 +109,18 @@ class AgentsSdkAssistantRunner:
 
 
 def build_file_runners(
-    assistants: Sequence[FileAssistant], settings: Settings, http_client: httpx2.AsyncClient, *, pool: McpServerPool
+    assistants: Sequence[FileAssistant],
+    settings: Settings,
+    http_client: httpx2.AsyncClient,
+    *,
+    pool: McpServerPool,
+    approved_calls: ApprovedCalls,
 ) -> dict[str, AgentRunner]:
     """A runner for each assistant of the file. A model that cannot be built is a configuration error."""
     runners: dict[str, AgentRunner] = {}
     for assistant in assistants:
         assistant_settings = _settings_for(settings, assistant.model)
-        tools = AssistantTools(assistant, pool.connections(assistant.name))
+        tools = AssistantTools(assistant, pool.connections(assistant.name), approved_calls=approved_calls)
         try:
             if assistant.engine == "pydantic-ai":
                 general = GeneralAgentRunner(

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import assert_never
+from typing import Any, assert_never
 
-from pydantic_ai import Agent, AgentRunResult, AgentRunResultEvent, DeferredToolRequests
+from pydantic_ai import (
+    Agent,
+    AgentRunResult,
+    AgentRunResultEvent,
+    DeferredToolRequests,
+    DeferredToolResults,
+    ToolApproved,
+    ToolDenied,
+)
 from pydantic_ai.messages import (
     AgentStreamEvent,
     CompactionPart,
     FilePart,
+    ModelMessage,
+    ModelMessagesTypeAdapter,
     NativeToolCallPart,
     NativeToolReturnPart,
     PartDeltaEvent,
@@ -35,6 +45,7 @@ from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.toolsets.external import ExternalToolset
 
 from domain.chat import ChatMessage, FunctionCall, ToolCallSpec
+from domain.errors import RunFailure
 from domain.events import ClientToolCallDelta, Usage
 from domain.passthrough import OPENAI_FIELDS
 from domain.run_request import ChatJob
@@ -76,8 +87,10 @@ class GeneralAgentRunner:
         """`server_tools`: tools that run here (an assistant's MCP tools), beside the client's own."""
         client_tools = _client_tools(job) if job.tools and job.tool_choice != "none" else []
         toolsets = [ExternalToolset(client_tools)] if client_tools else []
+        message_history, decided = _resumed(job) if job.paused_state is not None else (to_model_messages(history), None)
         async with self._agent.run_stream_events(
-            message_history=to_model_messages(history),
+            message_history=message_history,
+            deferred_tool_results=decided,
             model_settings=self._model_settings(job),
             toolsets=[*toolsets, *server_tools],
             infer_name=False,
@@ -227,11 +240,41 @@ class _RunTranslator:
                     client_tool_calls=calls,
                     logprobs=logprobs,
                     pending_approvals=pending,
+                    # Where to go on from once they are decided: everything the agent said and did.
+                    paused_state=_paused_state(result) if pending else None,
                 )
             case str():
                 return RunOutcome(text=text or output, usage=usage, logprobs=logprobs)
             case _:
                 assert_never(output)
+
+
+PAUSED_ENGINE = "pydantic-ai"
+
+
+def _paused_state(result: AgentRunResult[_AgentOutput]) -> dict[str, Any]:
+    return {
+        "engine": PAUSED_ENGINE,
+        "messages": ModelMessagesTypeAdapter.dump_python(result.all_messages(), mode="json"),
+    }
+
+
+def _resumed(job: ChatJob) -> tuple[list[ModelMessage], DeferredToolResults]:
+    """The run as it paused, and its owner's decisions on the calls it paused at (PydanticAI's own way to
+    go on: the approved calls run, the denied ones are answered with the reason)."""
+    state = job.paused_state or {}
+    if state.get("engine") != PAUSED_ENGINE:
+        raise RunFailure("the run paused on another engine and cannot go on here", code="internal_error")
+    messages = ModelMessagesTypeAdapter.validate_python(state.get("messages", []))
+    decisions: dict[str, bool | ToolApproved | ToolDenied] = {
+        decision.call_id: ToolApproved() if decision.approved else ToolDenied(_denied_message(decision.reason))
+        for decision in job.decisions
+    }
+    return messages, DeferredToolResults(approvals=decisions)
+
+
+def _denied_message(reason: str | None) -> str:
+    return f"The user denied this call: {reason}" if reason else "The user denied this call."
 
 
 def _client_tools(job: ChatJob) -> list[AgentToolDefinition]:

@@ -22,6 +22,7 @@ from domain.settings import Settings
 from todo.server import create_todo_server
 from workers.agent_runner import AgentRunner
 from workers.agents_model import create_agents_model
+from workers.approved_calls import ApprovedCalls
 from workers.cancels import Cancellations
 from workers.chat_job import run_chat
 from workers.context import DEPS_KEY, WorkerDeps
@@ -55,7 +56,13 @@ def build_runners(
     return {
         GENERAL_ASSISTANT: GeneralAgentRunner(model, pass_raw_openai_fields=speaks_openai_chat(settings)),
         TODO_ASSISTANT: todo,
-        **build_file_runners(catalogue.file_assistants, settings, deps_http, pool=mcp_servers),
+        **build_file_runners(
+            catalogue.file_assistants,
+            settings,
+            deps_http,
+            pool=mcp_servers,
+            approved_calls=ApprovedCalls(db_engine),
+        ),
     }
 
 
