@@ -330,3 +330,51 @@ def _ordinal(approval_id: int) -> int:
     # Approved calls are recorded under negative ordinals, one per approval, apart from the
     # positive ordinals of the todo tools' calls: the unique (run, ordinal) lets one attempt claim it.
     return -approval_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatDecision:
+    run_id: str
+    created_at: datetime
+    # True when the run is queued again and must be enqueued.
+    resumed: bool
+
+
+async def decide_in_chat(
+    connection: AsyncConnection,
+    *,
+    user_id: str,
+    conversation_id: int,
+    said: ChatMessage,
+    decision: Decision | None,
+) -> ChatDecision | None:
+    """A chat message sent while the conversation's run awaits approval decides every call it waits
+    for: "approve" or "deny" as said (the message is kept in the history, beside the request), and any
+    other message denies them, to be answered as a turn of its own once the run has gone on. None when
+    no run of the conversation awaits approval."""
+    row = (
+        await connection.execute(
+            select(Run.id, Run.attempt, Run.created_at)
+            .where(Run.conversation_id == conversation_id, Run.user_id == user_id, Run.status == AWAITING)
+            .with_for_update()
+            .limit(1)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    if decision is None:
+        resumed = await decide_all(connection, user_id=user_id, run_id=row.id, decision="deny", reason=MOVED_ON)
+        return ChatDecision(run_id=row.id, created_at=row.created_at, resumed=resumed)
+    resumed = await decide_all(connection, user_id=user_id, run_id=row.id, decision=decision, reason="said in the chat")
+    await connection.execute(
+        insert(Message).values(
+            **message_values(
+                item_id=f"{row.id}-decision{row.attempt}",
+                user_id=user_id,
+                conversation_id=conversation_id,
+                run_id=row.id,
+                message=said,
+            )
+        )
+    )
+    return ChatDecision(run_id=row.id, created_at=row.created_at, resumed=resumed)

@@ -40,7 +40,7 @@ async def chat(
             json={"model": MODEL, "messages": [{"role": "user", "content": content}]},
             headers=headers,
         )
-    assert response.status_code == 200, response.text
+    assert response.status_code == 200, f"{response.text}\n{running.logs(40)}"
     body = response.json()
     assert body["choices"][0]["finish_reason"] == "stop"
     return body["choices"][0]["message"]["content"], response.headers["x-run-id"]

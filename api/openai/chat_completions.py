@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import assert_never
 
 import anyio
@@ -33,10 +34,12 @@ from api.relay.progress import (
     ToolCall,
     ToolResult,
 )
+from api.relay.resume_run import decided_in_chat
 from api.relay.sse import event_stream
 from api.relay.start import StartedRun, start_run
 from api.state import AppState
 from domain import conversations
+from domain.admission import IdempotencyKey
 from domain.chat import ChatMessage, FunctionCall, ModelParams, ToolCallSpec
 from domain.content import check_part_sizes
 from domain.errors import InvalidRequest, NotFound, RunFailure, ServiceUnavailable, SwitchboardError
@@ -80,7 +83,7 @@ async def chat_completions(request: Request) -> Response:
 
     if not body.stream:
         try:
-            async with start_run(state, run_request, idempotency=idempotency) as started:
+            async with _started(state, run_request, idempotency=idempotency) as started:
                 return JSONResponse(await _collect(started, body.model), headers=_run_headers(started))
         except SwitchboardError as exc:
             # The turn may be stored even though the run failed: the client still learns its conversation,
@@ -91,10 +94,23 @@ async def chat_completions(request: Request) -> Response:
     shutdown = anyio.Event()
     stack = contextlib.AsyncExitStack()
     async with stack:
-        run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown, idempotency=idempotency))
+        run = await stack.enter_async_context(_started(state, run_request, stop=shutdown, idempotency=idempotency))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = _stream(run, body.model, include_usage, stack.pop_all())
     return event_stream(stream, settings=state.settings, shutdown=shutdown, headers=_run_headers(run))
+
+
+@asynccontextmanager
+async def _started(
+    state: AppState, request: RunRequest, *, stop: anyio.Event | None = None, idempotency: IdempotencyKey | None
+) -> AsyncIterator[StartedRun]:
+    """The run this request is answered by: the paused run its message decided to go on with (the
+    answer to "Reply approve or deny."), or a new one."""
+    async with AsyncExitStack() as stack:
+        run = await stack.enter_async_context(decided_in_chat(state, request, stop=stop))
+        if run is None:
+            run = await stack.enter_async_context(start_run(state, request, stop=stop, idempotency=idempotency))
+        yield run
 
 
 def _run_headers(run: StartedRun) -> dict[str, str]:

@@ -143,9 +143,12 @@ class RunEventSource:
                 if event.seq > self._after:
                     yield event
                 if is_terminal(event):
-                    if event.seq <= self._after:
+                    if event.seq > self._after:
+                        return
+                    if not isinstance(event, RunAwaitingApproval):
                         self.ended = "told"  # the listener had the run's end already
-                    return
+                        return
+                    # A pause the listener saw already: what it follows is the run going on from there.
             if silent:
                 # Nothing for longer than a run may take: its end, if it has one, is in its row.
                 self.ended = "silent"
