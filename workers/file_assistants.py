@@ -4,7 +4,8 @@
 instructions and its tools beside the client's own; `openai-agents` assistants run an Agents SDK agent
 as the todo assistant does, with the assistant's tools as its MCP server. Calls and results of the MCP
 tools go out as the run's `tool.call` and `tool.result` events either way (`workers/assistant_tools.py`),
-and a call that needs approval ends the run (`workers/approvals.py`).
+and a call that needs approval pauses the run (`workers/approvals.py`), each engine its own way: the
+Agents SDK's in `workers/agents_pause.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import httpx2
 import openai
-from agents import Agent, RunConfig, Runner
+from agents import Agent, RunConfig, Runner, RunState, TResponseInputItem
 from agents.models.interface import Model as AgentsModel
 from agents.stream_events import RawResponsesStreamEvent
 from openai.types.responses import ResponseTextDeltaEvent
@@ -32,6 +33,7 @@ from domain.tool_policy import PendingApproval
 from workers.agent_items import to_input_items
 from workers.agent_runner import AgentRunner, RunOutcome
 from workers.agents_model import agents_model_settings, create_agents_model
+from workers.agents_pause import paused_state, resumed_state
 from workers.approvals import stop_for_approval
 from workers.approved_calls import ApprovedCalls
 from workers.assistant_tools import AgentsMcpTools, AssistantTools, PydanticMcpToolset, approval_gated
@@ -67,6 +69,8 @@ class AgentsSdkAssistantRunner:
 
     async def run(self, job: ChatJob, history: Sequence[ChatMessage], publisher: RunPublisher) -> RunOutcome:
         mcp_tools = AgentsMcpTools(self._tools, publisher=publisher)
+        # A run that goes on after a pause gets the same agent as a fresh one: its state names the agent
+        # and the MCP server it paused in, and the SDK checks them against these.
         agent: Agent[Any] = Agent(
             name=self._assistant.name,
             instructions=self._assistant.instructions,
@@ -74,9 +78,14 @@ class AgentsSdkAssistantRunner:
             model_settings=agents_model_settings(job),
             mcp_servers=[mcp_tools],
         )
+        run_input: list[TResponseInputItem] | RunState[Any] = (
+            await resumed_state(agent, job.paused_state, job.decisions)
+            if job.paused_state is not None
+            else to_input_items(history)
+        )
         streamed = Runner.run_streamed(
             agent,
-            input=to_input_items(history),
+            input=run_input,
             max_turns=MAX_TURNS,
             run_config=RunConfig(workflow_name=f"switchboard {self._assistant.name}"),
         )
@@ -90,6 +99,8 @@ class AgentsSdkAssistantRunner:
         finally:
             if not streamed.is_complete:
                 streamed.cancel()
+        # A run that went on from a pause carries the usage of its steps before the pause in its state, so
+        # this is the whole run's.
         usage = streamed.context_wrapper.usage
         outcome = RunOutcome(
             text="".join(text_parts) or str(streamed.final_output or ""),
@@ -99,13 +110,14 @@ class AgentsSdkAssistantRunner:
             return outcome
         pending = [
             PendingApproval(
+                # The model's own id of the call: the decisions come back by it.
                 call_id=item.call_id or "",
                 tool=mcp_tools.qualified_name(item.name or ""),
                 arguments=_arguments(item.arguments),
             )
             for item in streamed.interruptions
         ]
-        return await stop_for_approval(publisher, outcome, pending)
+        return await stop_for_approval(publisher, replace(outcome, paused_state=paused_state(streamed)), pending)
 
 
 def build_file_runners(
