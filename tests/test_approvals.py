@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.deployment import Deployment
 from tests.fake_llm import FakeLLM
@@ -206,3 +207,20 @@ async def test_a_worker_killed_right_after_the_approved_call_does_not_repeat_it(
     assert [line for line in lines(workdir / "box.log") if mark in line] == [mark]
     rows = await deployed.query("SELECT result FROM tool_calls WHERE run_id = :run_id", run_id=run_id)
     assert len(rows) == 1, rows
+
+
+async def test_an_approval_nobody_gives_in_time_cancels_the_run(deployed: Deployment, workdir: Path) -> None:
+    mark = marker()
+    run_id, pending = await paused(deployed, mark)
+    # As if SWITCHBOARD_APPROVAL_TTL_S had passed: the worker's reconciler finds it due.
+    assert deployed.engine is not None
+    async with deployed.engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE approvals SET expires_at = created_at - interval '1 second' WHERE run_id = :run_id"),
+            {"run_id": run_id},
+        )
+    done = await until_status(deployed, run_id, "cancelled", "succeeded", "failed")
+    assert done["status"] == "cancelled" and done["pending_approvals"] == []
+    late = await decide(deployed, run_id, {"call_id": pending["call_id"], "decision": "approve"})
+    assert late.status_code == 409, late.text
+    assert mark not in "".join(lines(workdir / "box.log"))
