@@ -550,10 +550,15 @@ async def test_the_agents_sdk_engine_runs_allowed_tools_stops_at_approval_and_hi
 
     mark = marker()
     answer, run_id = await ask(deployed, "agent-helper", f'[[tool:box_append_line {{"text": "{mark}"}}]]')
-    assert f'`box.append_line` with {{"text": "{mark}"}}' in answer
-    assert "approval is not available yet, so nothing was done" in answer
+    assert answer == (
+        f'I want to run this tool:\n- `box.append_line` with arguments `{{"text": "{mark}"}}`\n\nReply approve or deny.'
+    )
     assert mark not in "".join(lines(workdir / "box.log"))
+    assert len(requests_with(fake_llm, mark)) == 1
     assert not [event for event in await run_events(deployed, run_id) if event["type"].startswith("tool.")]
+    # It waits for a decision (tests/test_approvals_agents.py).
+    async with deployed.http() as http:
+        assert (await http.get(f"/v1/runs/{run_id}")).json()["status"] == "awaiting_approval"
 
 
 async def test_each_assistant_has_its_own_server_process(deployed: Deployment) -> None:
