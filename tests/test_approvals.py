@@ -224,3 +224,45 @@ async def test_an_approval_nobody_gives_in_time_cancels_the_run(deployed: Deploy
     late = await decide(deployed, run_id, {"call_id": pending["call_id"], "decision": "approve"})
     assert late.status_code == 409, late.text
     assert mark not in "".join(lines(workdir / "box.log"))
+
+
+async def test_cancel_stops_a_tool_call_in_flight(deployed: Deployment) -> None:
+    mark = marker()
+    async with deployed.http() as http:
+        started = asyncio.create_task(
+            http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": f'[[tool:box_slow {{"seconds": 60}}]] {mark}'}],
+                },
+            )
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:
+            rows = await deployed.query(
+                "SELECT runs.id FROM runs JOIN messages ON messages.run_id = runs.id "
+                "WHERE runs.status = 'running' AND messages.content LIKE :mark",
+                mark=f"%{mark}%",
+            )
+            if rows:
+                break
+            assert loop.time() < deadline, "the run never started"
+            await asyncio.sleep(0.05)
+        run_id = rows[0]["id"]
+        await asyncio.sleep(1)  # the call is in flight at the server by now
+        began = loop.time()
+        cancelled = await http.post(f"/v1/runs/{run_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled"
+        assert loop.time() - began < 10
+        answer = await started
+    assert answer.status_code == 200, answer.text
+    # The server is fine: the next call works.
+    async with deployed.http() as http:
+        next_call = await http.post(
+            "/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": '[[tool:box_lookup {"key": "k"}]]'}]},
+        )
+    assert next_call.status_code == 200 and "found k" in next_call.json()["choices"][0]["message"]["content"]
