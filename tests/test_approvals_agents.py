@@ -9,14 +9,21 @@ default). The fake LLM calls it when told to and answers `tool said: <result>` o
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 from typing import Any
 
+from agents import Agent, RunConfig, Runner, RunResultStreaming, function_tool
+from agents.testing import ScriptedModel, assistant_message, function_call
+from agents.usage import Usage
+
+from domain.run_request import CallDecision
 from tests.deployment import Deployment
 from tests.fake_llm import FakeLLM, Script
 from tests.test_assistants_file import deployed, lines, marker, requests_with, run_events, web_server, workdir
 from tests.test_runs_api import sse_events
+from workers.agents_pause import paused_state, resumed_state
 
 __all__ = ["deployed", "web_server", "workdir"]  # fixtures, shared with the assistants-file tests
 
@@ -194,3 +201,61 @@ async def test_a_worker_killed_right_after_the_approved_call_does_not_repeat_it(
     assert [line for line in lines(workdir / "box.log") if mark in line] == [mark]
     rows = await deployed.query("SELECT result FROM tool_calls WHERE run_id = :run_id", run_id=run_id)
     assert len(rows) == 1, rows
+
+
+async def test_a_run_that_pauses_again_goes_on_each_time_from_the_state_it_kept() -> None:
+    """The fake LLM cannot call a second tool after a result; the SDK's scripted model can."""
+    written: list[str] = []
+
+    @function_tool(needs_approval=True)
+    def write(text: str) -> str:
+        written.append(text)
+        return f"wrote {text}"
+
+    step_usage = Usage(requests=1, input_tokens=10, output_tokens=2, total_tokens=12)
+    model = ScriptedModel(
+        [
+            {"output": [function_call("write", {"text": "a"}, call_id="call_a")], "usage": step_usage},
+            {"output": [function_call("write", {"text": "b"}, call_id="call_b")], "usage": step_usage},
+            {"output": [assistant_message("done")], "usage": step_usage},
+        ]
+    )
+
+    def agent() -> Agent[Any]:
+        # Each worker builds its own, as for a fresh run.
+        return Agent(name="writer", model=model, tools=[write])
+
+    async def run_on(agent: Agent[Any], run_input: Any) -> tuple[RunResultStreaming, dict[str, Any] | None]:
+        streamed = Runner.run_streamed(agent, input=run_input, run_config=RunConfig(tracing_disabled=True))
+        async for _ in streamed.stream_events():
+            pass
+        # As the database keeps it: JSON.
+        kept = json.loads(json.dumps(paused_state(streamed))) if streamed.interruptions else None
+        return streamed, kept
+
+    first = agent()
+    streamed, kept = await run_on(first, "write a, then b")
+    assert [item.call_id for item in streamed.interruptions] == ["call_a"] and written == []
+    assert kept is not None and kept["engine"] == "openai-agents"
+
+    decisions = [CallDecision(call_id="call_a", approved=True)]
+    again = agent()
+    streamed, kept = await run_on(again, await resumed_state(again, kept, decisions))
+    assert [item.call_id for item in streamed.interruptions] == ["call_b"] and written == ["a"]
+    assert kept is not None
+
+    decisions.append(CallDecision(call_id="call_b", approved=False, reason="not now"))
+    last = agent()
+    streamed, kept = await run_on(last, await resumed_state(last, kept, decisions))
+    assert kept is None and streamed.final_output == "done"
+    # Each approved call ran once, the denied one never; the model was told why.
+    assert written == ["a"]
+    assert model.last_call is not None
+    told = [item for item in model.last_call.input if item.get("type") == "function_call_output"]
+    assert [(item["call_id"], item["output"]) for item in told] == [
+        ("call_a", "wrote a"),
+        ("call_b", "The user denied this call: not now"),
+    ]
+    # The usage is the whole run's, across both pauses.
+    usage = streamed.context_wrapper.usage
+    assert (usage.requests, usage.input_tokens, usage.output_tokens) == (3, 30, 6)
