@@ -22,6 +22,15 @@
     try { window.sessionStorage.removeItem(CREDENTIAL_KEY); } catch { /* nothing stored */ }
   }
 
+  // The assistant picked last, for a new conversation after a reload (a stored one names its own).
+  const MODEL_KEY = "switchboard.model";
+  function readModel() {
+    try { return window.sessionStorage.getItem(MODEL_KEY); } catch { return null; }
+  }
+  function storeModel(value) {
+    try { window.sessionStorage.setItem(MODEL_KEY, value); } catch { /* this page only */ }
+  }
+
   // ------------------------------------------------------------------ small helpers
 
   const $ = (selector) => document.querySelector(selector);
@@ -43,6 +52,10 @@
   }
 
   const NETWORK_MESSAGE = "Can't reach the server. Check your connection and try again.";
+
+  // The todo assistant has an API of its own (`/api/{user}/chat`); any other goes through
+  // `/v1/chat/completions`, and what it does is read from its run's events.
+  const TODO_MODEL = "todo";
 
   class ApiError extends Error {
     constructor(message, status, type, code) {
@@ -114,6 +127,10 @@
     tasksCursor: null,
     knownTaskIds: null, // ids shown last time (same filter), to highlight new ones
     stream: null, // {controller, reason, runId, stopping}: the answer this tab is showing as it streams
+    afterStream: [], // what waits for that answer to end: going on with a run once its calls are decided
+    models: [], // [{id, description}] from /v1/models
+    model: TODO_MODEL, // the assistant the next message goes to
+    approvals: new Map(), // run id -> the tool calls it stopped at, as shown in this conversation
     seq: { conversations: 0, messages: 0, tasks: 0 },
   };
 
@@ -206,7 +223,7 @@
       "user-id", "sign-out", "open-sidebar", "chat-title", "open-tasks", "task-badge", "banner",
       "banner-text", "banner-close", "scroller", "welcome", "loading-messages", "messages", "composer",
       "message-input", "stop", "stop-label", "send", "tasks-pane", "tasks-refresh", "tasks-error", "task-list",
-      "tasks-empty", "tasks-more", "scrim", "announcer",
+      "tasks-empty", "tasks-more", "scrim", "announcer", "model-select", "model-description",
     ]) {
       els[id.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = document.getElementById(id);
     }
@@ -277,9 +294,11 @@
     clearCredential();
     Object.assign(state, {
       credential: null, userId: null, conversationId: null, conversations: [], conversationsCursor: null,
-      tasks: [], tasksCursor: null, knownTaskIds: null,
+      tasks: [], tasksCursor: null, knownTaskIds: null, models: [],
     });
     state.titles.clear();
+    state.approvals.clear();
+    state.afterStream.length = 0;
     state.seq.conversations++;
     state.seq.messages++;
     state.seq.tasks++;
@@ -299,8 +318,11 @@
     els.signin.hidden = true;
     els.app.hidden = false;
     els.userId.textContent = state.userId;
+    state.model = readModel() || TODO_MODEL;
+    renderModels();
     els.avatar.textContent = (state.userId || "?").slice(0, 1);
     hideBanner();
+    loadModels();
     loadConversations();
     loadTasks();
     const fromHash = hashConversation();
@@ -411,6 +433,7 @@
     stopStream("switch");
     state.seq.messages++;
     state.conversationId = null;
+    state.approvals.clear();
     if (updateHash && hashConversation()) setHash(null);
     els.messages.replaceChildren();
     els.loadingMessages.hidden = true;
@@ -423,6 +446,7 @@
     stopStream("switch");
     const seq = ++state.seq.messages;
     state.conversationId = id;
+    state.approvals.clear();
     if (updateHash) setHash(id);
     hideBanner();
     els.messages.replaceChildren();
@@ -442,10 +466,17 @@
       const rendered = messages.map((m) => renderStoredMessage(m, stopped.has(m.id))).filter(Boolean);
       els.messages.replaceChildren(...rendered);
       els.welcome.hidden = rendered.length > 0 || unfinished.length > 0;
+      // The conversation goes on with the assistant it last talked to (runs come newest first).
+      if (runs.length) pickModel(runs[0].assistant, { remember: false });
+      const pauses = storedPauses(messages);
+      // A run that stopped before tool calls its owner must decide: its question is stored; show the cards.
+      const awaiting = runs.filter((run) => run.status === AWAITING).reverse();
+      for (const run of awaiting) await showStoredApprovals(run, pauses.get(run.id) || 0, () => seq !== state.seq.messages);
+      if (seq !== state.seq.messages) return;
       scrollToEnd(true);
       // An answer still being written (this page was reloaded mid-answer, or another tab asked):
       // show what it said so far and follow the rest.
-      if (unfinished.length) rejoin(unfinished);
+      if (unfinished.length) rejoin(unfinished, pauses);
     } catch (err) {
       if (seq !== state.seq.messages) return;
       if (err instanceof ApiError && err.status === 404) {
@@ -557,6 +588,7 @@
     if (message.role === "user") return userMessage(message.content || "", message.created_at);
     if (message.role !== "assistant") return null;
     const reply = assistantMessage(message.created_at);
+    if (message.run_id) reply.el.dataset.runId = message.run_id;
     for (const call of message.tool_calls || []) {
       reply.toolCall(call.tool, call.args);
       reply.toolResult(call.tool, call.result);
@@ -633,7 +665,7 @@
         if (!gotText && done && done.response) reply.text(done.response);
         typing.remove();
         for (const chip of pending.splice(0)) chip.resolve(undefined, true);
-        if (!gotText && !body.querySelector(".tool-call")) {
+        if (!gotText && !body.querySelector(".tool-call, .approvals")) {
           const note = h("p", { class: "message-note" }, stopped ? "(stopped before it said anything)" : "(no reply)");
           body.insertBefore(note, body.querySelector(".message-stopped"));
         }
@@ -740,6 +772,356 @@
     if (force || nearBottom()) els.scroller.scrollTop = els.scroller.scrollHeight;
   }
 
+  // ------------------------------------------------------------------ approvals
+
+  // A run may stop before tool calls that need its owner's yes. The page shows a card per call (the
+  // tool, its arguments, Approve / Deny); deciding posts to the runs API, and once no call of the run
+  // is pending the run goes on, on any worker: the page follows it after the stop, into a new reply.
+  const AWAITING = "awaiting_approval";
+  const APPROVE_WORDS = ["approve", "approved", "yes", "y", "ok", "/approve"];
+  const DENY_WORDS = ["deny", "denied", "no", "n", "/deny"];
+  const MAX_TIMER_MS = 2 ** 31 - 1;
+
+  /** The decision a chat message states, as the server reads it ("approve", "yes"; "deny", "no"), or null. */
+  function decisionIn(text) {
+    const word = String(text).trim().replace(/^[.!]+|[.!]+$/g, "").trim().toLowerCase();
+    if (APPROVE_WORDS.includes(word)) return "approve";
+    if (DENY_WORDS.includes(word)) return "deny";
+    return null;
+  }
+
+  /**
+   * The calls one stop of run `runId` waits for, as shown in this conversation. `seq` is the stop's
+   * event, to follow the run after it; unknown for a stop read back from the history, which is then
+   * found as the run's `pauses`-th (its earlier stops' questions are stored, so each stop is one).
+   */
+  function approvalGroup(runId, { seq = null, pauses = 0 } = {}) {
+    const group = {
+      runId,
+      seq,
+      pauses,
+      conversationId: state.conversationId,
+      cards: [],
+      followed: false,
+      pending() { return group.cards.filter((card) => card.open); },
+      /** Every call still open is settled some other way (in the chat, by expiry). */
+      settle(next, message) {
+        for (const card of group.pending()) card.set(next, message);
+      },
+      /** Where to follow the run from once it goes on; it is followed once. */
+      goingOn() {
+        group.followed = true;
+        return group.seq != null ? { after: group.seq } : { skipPauses: group.pauses };
+      },
+    };
+    state.approvals.set(runId, group);
+    return group;
+  }
+
+  /** The cards of `group` at the end of the reply `host` (an assistant message's element). */
+  function attachApprovals(host, group, calls) {
+    const body = host.querySelector(".message-body");
+    const list = h("div", { class: "approvals" });
+    for (const call of calls) {
+      const card = approvalCard(group, call);
+      group.cards.push(card);
+      list.append(card.el);
+    }
+    body.append(list);
+    const tools = calls.map((call) => call.tool).join(", ");
+    announce(`The assistant needs your approval to run ${tools}.`);
+  }
+
+  /**
+   * The run stopped for approval while this tab followed it (`asked` is its event). Shows the cards
+   * and finishes the reply. False when the run is no longer waiting (decided meanwhile, in another
+   * tab): the caller follows it on. The run as it stands gives each call's expiry.
+   */
+  async function showApprovals(reply, asked, signal) {
+    let run = null;
+    try {
+      run = await (await api(`/v1/runs/${encodeURIComponent(asked.runId)}`, { signal })).json();
+    } catch (err) {
+      if (isAbort(err) || (err instanceof ApiError && err.status === 401)) throw err;
+      // The event says what was asked; deciding will tell whether it still is.
+    }
+    if (run && run.status !== AWAITING && run.status !== "cancelled") {
+      reply.finish();
+      return false;
+    }
+    const pending = run && run.status === AWAITING ? run.pending_approvals || [] : [];
+    const group = approvalGroup(asked.runId, { seq: asked.seq });
+    attachApprovals(reply.el, group, pending.length ? pending : asked.approvals);
+    reply.finish();
+    if (run && run.status === "cancelled") group.settle("expired", "Not pending any more: the run was stopped.");
+    scrollToEnd(true);
+    return true;
+  }
+
+  /** After a reload: the cards of a run of this conversation that waits for approval. */
+  async function showStoredApprovals(run, pauses, stale) {
+    let current;
+    try {
+      current = await (await api(`/v1/runs/${encodeURIComponent(run.id)}`)).json();
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) throw err;
+      return; // the stored question still says what it waits for
+    }
+    if (stale() || current.status !== AWAITING || !(current.pending_approvals || []).length) return;
+    const asked = [...els.messages.querySelectorAll(".message.assistant")].filter((el) => el.dataset.runId === run.id);
+    let host = asked[asked.length - 1];
+    if (!host) {
+      const reply = assistantMessage(null);
+      reply.text("The assistant is waiting for your decision.");
+      reply.finish();
+      els.messages.append(reply.el);
+      host = reply.el;
+    }
+    attachApprovals(host, approvalGroup(run.id, { pauses }), current.pending_approvals);
+  }
+
+  /** How many questions each run stored before stopping for approval (its stored answers, so far). */
+  function storedPauses(messages) {
+    const counts = new Map();
+    for (const message of messages) {
+      if (message.role === "assistant" && message.run_id) counts.set(message.run_id, (counts.get(message.run_id) || 0) + 1);
+    }
+    return counts;
+  }
+
+  /**
+   * A message was just sent to this conversation. The server reads it as the answer to any question
+   * the conversation's stopped run asked: "approve" or "deny" decides its calls (and `runId`, the run
+   * answering, is that run going on); any other message denies them. The cards say so once the run
+   * confirms it no longer waits.
+   */
+  function noticeDecisions(text, runId) {
+    const said = decisionIn(text);
+    for (const group of state.approvals.values()) {
+      if (!group.pending().length) continue;
+      if (group.runId === runId) {
+        group.settle(said === "deny" ? "denied" : "approved", `You replied “${text.trim()}”.`);
+        continue;
+      }
+      (async () => {
+        try {
+          const run = await (await api(`/v1/runs/${encodeURIComponent(group.runId)}`)).json();
+          if (run.status === AWAITING) return;
+          if (run.status === "cancelled") group.settle("expired", "Not pending any more: the run was stopped.");
+          else if (said) group.settle("elsewhere", "Decided in the chat.");
+          else group.settle("denied", "Not approved: you sent another message instead.");
+        } catch { /* the cards stay; deciding will tell */ }
+      })();
+    }
+  }
+
+  let approvalIds = 0;
+  const BADGES = {
+    pending: "Waiting for you",
+    deciding: "Sending…",
+    approved: "Approved",
+    denied: "Denied",
+    expired: "Expired",
+    elsewhere: "Already decided",
+    failed: "Not decided",
+  };
+  const TITLES = {
+    approved: "You approved this tool call",
+    denied: "You denied this tool call",
+    expired: "This request expired",
+    elsewhere: "Decided elsewhere",
+  };
+
+  /** One call to decide: the tool, its arguments, Approve / Deny, and what became of it. */
+  function approvalCard(group, call) {
+    const n = ++approvalIds;
+    const titleId = `approval-${n}-title`;
+    const whatId = `approval-${n}-what`;
+    const expires = parseTime(call.expires_at);
+    const badge = h("span", { class: "approval-badge" });
+    const title = h("h3", { class: "approval-title", id: titleId });
+    const expiry = expires
+      ? h("span", { class: "approval-expiry", title: fullTime(call.expires_at) }, ` · expires ${timeAgo(call.expires_at)}`)
+      : null;
+    const status = h("p", { class: "approval-status", role: "status" });
+    const approve = h("button", { type: "button", class: "button primary approve", "aria-describedby": whatId }, "Approve");
+    const deny = h("button", { type: "button", class: "button deny", "aria-describedby": whatId }, "Deny");
+    const actions = h("div", { class: "approval-actions" }, approve, deny);
+    const el = h("section", {
+      class: "approval",
+      "data-state": "pending",
+      "data-tool": call.tool,
+      "data-call-id": call.call_id,
+      "aria-labelledby": titleId,
+      tabindex: "-1",
+    },
+    h("div", { class: "approval-head" },
+      h("span", { class: "approval-icon", "aria-hidden": "true" }),
+      h("div", { class: "approval-heading" },
+        title,
+        h("p", { class: "approval-what", id: whatId },
+          "Run ", h("code", { class: "approval-tool" }, call.tool), " with these arguments", expiry)),
+      badge),
+    h("pre", { class: "approval-args", "aria-label": "Arguments" }, pretty(call.arguments ?? {})),
+    actions,
+    status);
+
+    const card = {
+      el,
+      call,
+      state: "pending",
+      get open() { return card.state === "pending" || card.state === "deciding" || (card.state === "failed" && card.retry); },
+      retry: false,
+      /** pending | deciding | approved | denied | expired | elsewhere | failed; `retry`: the buttons stay (a failure that may mend). */
+      set(next, message = "", { retry = false, decision = null } = {}) {
+        const hadFocus = el.contains(document.activeElement);
+        card.state = next;
+        card.retry = next === "failed" && retry;
+        el.dataset.state = next;
+        badge.textContent = BADGES[next];
+        title.textContent = TITLES[next] || (card.retry || next !== "failed" ? "Approval needed" : "Not decided here");
+        if (expiry) expiry.hidden = !card.open;
+        status.textContent = message;
+        const deciding = next === "deciding";
+        approve.textContent = deciding && decision === "approve" ? "Approving…" : "Approve";
+        deny.textContent = deciding && decision === "deny" ? "Denying…" : "Deny";
+        // aria-disabled, not disabled: the pressed button keeps the keyboard focus while it is sent.
+        for (const button of [approve, deny]) button.setAttribute("aria-disabled", deciding ? "true" : "false");
+        el.setAttribute("aria-busy", deciding ? "true" : "false");
+        actions.hidden = !(next === "pending" || deciding || card.retry);
+        if (actions.hidden && hadFocus) el.focus();
+      },
+    };
+    card.set("pending");
+    approve.addEventListener("click", () => decideCall(group, card, "approve"));
+    deny.addEventListener("click", () => decideCall(group, card, "deny"));
+    if (expires) {
+      const due = Math.max(0, expires.getTime() - Date.now());
+      window.setTimeout(() => {
+        if (card.state === "pending" && el.isConnected) card.set("expired", "Nobody decided in time: the assistant will not run it.");
+      }, Math.min(due, MAX_TIMER_MS));
+    }
+    return card;
+  }
+
+  async function decideCall(group, card, decision) {
+    if (card.state === "deciding" || !card.open) return;
+    const tool = card.call.tool;
+    card.set("deciding", "", { decision });
+    const runPath = `/v1/runs/${encodeURIComponent(group.runId)}`;
+    try {
+      const body = { call_id: card.call.call_id, decision };
+      // The server checks that what is decided is what this card shows.
+      if (card.call.arguments_hash) body.arguments_hash = card.call.arguments_hash;
+      const run = await (await api(`${runPath}/approvals`, { method: "POST", body: JSON.stringify(body) })).json();
+      const approved = decision === "approve";
+      const goesOn = run.status !== AWAITING;
+      card.set(approved ? "approved" : "denied", approved
+        ? (goesOn ? "Approved. The assistant is going on." : "Approved. The assistant goes on once the other calls are decided.")
+        : (goesOn ? "Denied. The assistant was told and is going on." : "Denied. The assistant goes on once the other calls are decided."));
+      announce(`${approved ? "Approved" : "Denied"} ${tool}.`);
+      if (goesOn) goOn(group);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        card.set("failed", err.message, { retry: true });
+        report(err);
+        return;
+      }
+      if (err instanceof ApiError && (err.status === 404 || err.status === 409)) {
+        // Not pending any more: stopped, expired, or decided elsewhere (another tab, the chat).
+        let run = null;
+        try { run = await (await api(runPath)).json(); } catch { /* the refusal says enough */ }
+        if (run && run.status === "cancelled") card.set("expired", `${err.message} The run was stopped, or nobody decided in time.`);
+        else card.set(run && run.status !== AWAITING ? "elsewhere" : "failed", err.message);
+        announce(`${tool} was not decided here. ${err.message}`);
+        if (run && run.status !== AWAITING && run.status !== "cancelled") goOn(group);
+        return;
+      }
+      // The network or the server: nothing was decided, or it was and asking again is refused (409).
+      card.set("failed", `${err.message || NETWORK_MESSAGE} Try again.`, { retry: true });
+      announce(`Couldn't send the decision for ${tool}.`);
+    }
+  }
+
+  /** The run's calls are all decided: follow it going on, as the next reply, in this conversation. */
+  function goOn(group) {
+    if (group.followed) return;
+    group.followed = true;
+    const start = () => {
+      if (!state.userId || state.conversationId !== group.conversationId) return;
+      if (state.stream) {
+        state.afterStream.push(start);
+        return;
+      }
+      followGoingOn(group);
+    };
+    start();
+  }
+
+  async function followGoingOn(group) {
+    const stream = newStream();
+    stream.runId = group.runId;
+    const reply = assistantMessage(null);
+    reply.startTyping();
+    els.welcome.hidden = true;
+    els.messages.append(reply.el);
+    scrollToEnd(true);
+    try {
+      await followRun(stream, reply, group.goingOn());
+    } finally {
+      endStream(stream);
+    }
+  }
+
+  // ------------------------------------------------------------------ assistants (models)
+
+  async function loadModels() {
+    try {
+      const body = await (await api("/v1/models")).json();
+      state.models = (body.data || []).map((model) => ({ id: String(model.id), description: model.description || "" }));
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        report(err);
+        return;
+      }
+      state.models = []; // the picker keeps the assistant in use; chatting still works
+    }
+    renderModels();
+  }
+
+  function renderModels() {
+    const known = state.models.length ? state.models : [{ id: state.model, description: "" }];
+    if (!known.some((model) => model.id === state.model)) {
+      state.model = known.some((model) => model.id === TODO_MODEL) ? TODO_MODEL : known[0].id;
+    }
+    els.modelSelect.replaceChildren(...known.map((model) => h("option", {
+      value: model.id,
+      title: model.description || false,
+    }, model.id)));
+    els.modelSelect.value = state.model;
+    describeModel();
+  }
+
+  function describeModel() {
+    const model = state.models.find((m) => m.id === state.model);
+    const description = model ? model.description : "";
+    els.modelSelect.title = description;
+    els.modelDescription.textContent = description;
+  }
+
+  /** Talk to `id` from the next message on (a stored conversation goes on with its own assistant). */
+  function pickModel(id, { remember = true } = {}) {
+    if (!id) return;
+    if (state.models.length && !state.models.some((model) => model.id === id)) return; // no longer offered
+    state.model = id;
+    if (remember) storeModel(id);
+    if (![...els.modelSelect.options].some((option) => option.value === id)) {
+      els.modelSelect.append(h("option", { value: id }, id));
+    }
+    els.modelSelect.value = id;
+    describeModel();
+  }
+
   // ------------------------------------------------------------------ chat
 
   function setStreaming(on) {
@@ -817,6 +1199,9 @@
     if (state.stream === stream) {
       state.stream = null;
       setStreaming(false);
+      // A run whose calls were decided while this answer streamed goes on now.
+      const next = state.afterStream.shift();
+      if (next) next();
     }
     if (state.userId) {
       loadTasks();
@@ -838,6 +1223,7 @@
     hideBanner();
     els.welcome.hidden = true;
     const startedIn = state.conversationId;
+    const model = state.model;
     const sent = userMessage(text);
     els.messages.append(sent);
     let reply = assistantMessage(null);
@@ -852,19 +1238,23 @@
     let responded = false;
     let follow = false; // the reply's stream broke off: read the rest from the run's events
     try {
-      const body = { message: text };
-      if (startedIn != null) body.conversation_id = startedIn;
-      const response = await api(userPath("chat"), {
-        method: "POST",
-        headers: { Accept: "text/event-stream" },
-        body: JSON.stringify(body),
-        signal: stream.controller.signal,
-      });
+      const response = await (model === TODO_MODEL ? askTodo(text, startedIn, stream) : askModel(model, text, startedIn, stream));
       responded = true;
       stream.runId = response.headers.get("X-Run-ID");
       if (stream.stopping && stream.runId) cancelRun(stream); // Stop was pressed before the answer began
       const given = response.headers.get("X-Conversation-ID");
       if (given && startedIn == null) adoptConversation(given, text);
+      if (startedIn != null) noticeDecisions(text, stream.runId);
+      if (model !== TODO_MODEL) {
+        // Chat Completions chunks carry only the text: the run's own events also tell its tool calls
+        // and where it stops for approval. Closing this stream leaves the run going (it is not cancelled).
+        response.body.cancel().catch(() => {});
+        if (!stream.runId) throw new ApiError("The server did not say which run answers.", 0, "server_error");
+        // A message that decided a stopped run ("approve") is answered by that run, going on from its stop.
+        const decided = state.approvals.get(stream.runId);
+        reply = await followRun(stream, reply, decided ? decided.goingOn() : {});
+        return;
+      }
       for await (const { event, data } of readSse(response.body)) {
         let payload;
         try { payload = JSON.parse(data); } catch { continue; }
@@ -884,6 +1274,9 @@
           reply.finish(payload);
           announce("Stopped.");
           settled = true;
+        } else if (event === "awaiting_approval" && stream.runId) {
+          follow = true; // the run's events say where it stopped, to go on from there once decided
+          break;
         } else if (event === "error") {
           if (payload.code === "run_restarted" && stream.runId) {
             follow = true; // the run started over on another worker: its events tell the new attempt
@@ -931,6 +1324,30 @@
     }
   }
 
+  /** One turn with the todo assistant, through the todo API: its SSE tells text and tool calls. */
+  function askTodo(text, conversationId, stream) {
+    const body = { message: text };
+    if (conversationId != null) body.conversation_id = conversationId;
+    return api(userPath("chat"), {
+      method: "POST",
+      headers: { Accept: "text/event-stream" },
+      body: JSON.stringify(body),
+      signal: stream.controller.signal,
+    });
+  }
+
+  /** One turn with any other assistant: the newest message alone, the server keeps the history. */
+  function askModel(model, text, conversationId, stream) {
+    const headers = { Accept: "text/event-stream" };
+    if (conversationId != null) headers["X-Conversation-ID"] = conversationId;
+    return api("/v1/chat/completions", {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ model, stream: true, messages: [{ role: "user", content: text }] }),
+      signal: stream.controller.signal,
+    });
+  }
+
   const sleep = (ms, signal) => new Promise((resolve, reject) => {
     const timer = window.setTimeout(resolve, ms);
     signal.addEventListener("abort", () => {
@@ -940,16 +1357,19 @@
   });
 
   /**
-   * Follow the run `stream.runId` from its first event into `reply`, reconnecting after a break with
-   * the last event's id, until its terminal event. Returns the reply in use (an attempt that starts
-   * over replaces it), finished, also when this tab stopped listening (the stream's signal aborted).
+   * Follow the run `stream.runId` into `reply`, from its first event or after event `after`,
+   * reconnecting after a break with the last event's id, until its terminal event, or until it stops
+   * for approval (then the reply ends with a card per call to decide). Events up to the run's
+   * `skipPauses`-th stop for approval are not shown: what it said until then is stored and on the page.
+   * Returns the reply in use (an attempt that starts over replaces it, and so does going on after a
+   * stop decided elsewhere), finished, also when this tab stopped listening (the stream's signal aborted).
    */
-  async function followRun(stream, reply) {
+  async function followRun(stream, reply, { after = 0, skipPauses = 0 } = {}) {
     const runId = stream.runId;
-    let after = 0;
     let attempt = null;
     let breaks = 0;
     for (;;) {
+      let reconnect = false; // the stream ended where it should, at a stop the run has gone on from
       try {
         const headers = { Accept: "text/event-stream" };
         if (after) headers["Last-Event-ID"] = String(after);
@@ -963,6 +1383,9 @@
           const seq = Number(id ?? payload.seq);
           if (Number.isFinite(seq) && seq > after) after = seq;
           breaks = 0;
+          if (skipPauses > 0 && !["run.awaiting_approval", "run.completed", "run.cancelled", "run.failed"].includes(event)) {
+            continue;
+          }
           if (event === "run.started") {
             const started = Number(payload.attempt) || 0;
             if (attempt != null && started > attempt) {
@@ -980,6 +1403,25 @@
           } else if (event === "tool.result") {
             reply.toolResult(payload.tool, payload.result);
             loadTasks();
+          } else if (event === "run.awaiting_approval") {
+            // Going on after a stop is a new attempt, not the run starting over.
+            attempt = null;
+            if (skipPauses > 0) {
+              skipPauses -= 1;
+              reconnect = true;
+              break;
+            }
+            const asked = { runId, seq, approvals: payload.approvals || [] };
+            const stillAsking = await showApprovals(reply, asked, stream.controller.signal);
+            if (stillAsking) return reply;
+            // Decided already (in another tab, say): its going on is the next reply.
+            reply.finish();
+            const fresh = assistantMessage(null);
+            fresh.startTyping();
+            reply.el.after(fresh.el);
+            reply = fresh;
+            reconnect = true;
+            break;
           } else if (event === "run.completed") {
             reply.finish();
             return reply;
@@ -1008,6 +1450,7 @@
           return reply;
         }
       }
+      if (reconnect) continue;
       // The stream ended before the run did: pick up after the last event seen.
       breaks += 1;
       if (breaks > 5) {
@@ -1024,8 +1467,9 @@
     }
   }
 
-  /** Show the runs still answering in this conversation, one after another, as they go on. */
-  async function rejoin(runs) {
+  /** Show the runs still answering in this conversation, one after another, as they go on. `pauses`:
+   *  how many times each stopped for approval, its question stored (the stored part is not shown again). */
+  async function rejoin(runs, pauses = new Map()) {
     if (state.stream) return;
     const stream = newStream();
     try {
@@ -1038,7 +1482,7 @@
         els.welcome.hidden = true;
         els.messages.append(reply.el);
         scrollToEnd(true);
-        await followRun(stream, reply);
+        await followRun(stream, reply, { skipPauses: pauses.get(run.id) || 0 });
         if (stream.controller.signal.aborted || state.stream !== stream) break;
       }
     } finally {
@@ -1167,6 +1611,7 @@
       send(els.messageInput.value);
     });
     els.messageInput.addEventListener("input", autosize);
+    els.modelSelect.addEventListener("change", () => pickModel(els.modelSelect.value));
     els.messageInput.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !event.altKey && !event.ctrlKey) {
         event.preventDefault();
