@@ -201,6 +201,60 @@ async def test_a_reloaded_conversation_shows_the_card_and_goes_on_after_the_stor
     assert watched.errors == []
 
 
+async def test_a_reload_while_the_run_goes_on_rejoins_it_after_its_stored_question(
+    browser: Browser, deployed: Deployment, workdir: Path
+) -> None:
+    watched = await signed_in(browser, deployed)
+    page = watched.page
+    mark = marker()
+    # Each model step waits 2 s: after the approved call, the model's answer is still to come.
+    _, run_id = await ask_helper(page, append_call(mark) + " [[delay:2]]")
+    card = await the_card(page, mark)
+    await card.get_by_role("button", name="Approve").click()
+    replies = page.locator(".message.assistant")
+    await expect(replies.nth(1).locator(f".tool-call[data-tool='{TOOL}']")).to_have_attribute("data-state", "done")
+    assert (await run_of(deployed, run_id))["status"] == "running"
+
+    await page.reload()
+    await expect(page.locator("#user-id")).to_have_text("alice")
+    await expect(replies.nth(1).locator(".message-text")).to_have_text(
+        f"tool said: appended {mark}", timeout=REPLY_TIMEOUT_MS
+    )
+    # The stored question once, then the run going on (its call replayed), nothing doubled.
+    await expect(replies).to_have_count(2)
+    await expect(replies.first.locator(".message-text")).to_have_text(question(mark))
+    await expect(replies.nth(1).locator(f".tool-call[data-tool='{TOOL}']")).to_have_count(1)
+    await expect(page.locator(".approval")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    assert marked(workdir, mark) == [mark]
+    assert watched.errors == []
+
+
+async def test_approve_said_in_the_chat_settles_the_card_and_shows_the_run_going_on(
+    browser: Browser, deployed: Deployment, workdir: Path
+) -> None:
+    watched = await signed_in(browser, deployed)
+    page = watched.page
+    mark = marker()
+    _, run_id = await ask_helper(page, append_call(mark))
+    card = await the_card(page, mark)
+
+    # The question says "Reply approve or deny.": the reply is the decision, and its answer the run going on.
+    _, answered_by = await ask_helper(page, "approve")
+    assert answered_by == run_id
+    await expect(card).to_have_attribute("data-state", "approved")
+    await expect(card.locator(".approval-status")).to_have_text("You replied “approve”.")
+    replies = page.locator(".message.assistant")
+    await expect(replies.nth(1).locator(".message-text")).to_have_text(
+        f"tool said: appended {mark}", timeout=REPLY_TIMEOUT_MS
+    )
+    await expect(replies).to_have_count(2)
+    await expect(page.locator(".message.user .message-text")).to_have_text([append_call(mark), "approve"])
+    await expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    assert marked(workdir, mark) == [mark]
+    assert watched.errors == []
+
+
 async def test_a_decision_that_fails_says_why(browser: Browser, deployed: Deployment, workdir: Path) -> None:
     """The decision is stubbed in the browser: no network (try again), then a refusal from the server."""
     watched = await signed_in(browser, deployed)
