@@ -9,8 +9,7 @@ tool that may change the world runs only after a person said yes, unless the fil
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,15 +54,3 @@ class PendingApproval:
     # `server.tool`.
     tool: str
     arguments: dict[str, Any]
-
-
-def approval_unavailable_text(pending: Sequence[PendingApproval]) -> str:
-    """What a run says when it stops at calls that need approval, while approval cannot be given yet."""
-    lines = [
-        f"- `{call.tool}` with {json.dumps(call.arguments, ensure_ascii=False, sort_keys=True)}" for call in pending
-    ]
-    return (
-        "I wanted to run:\n"
-        + "\n".join(lines)
-        + "\n\nThis needs a person's approval, and approval is not available yet, so nothing was done."
-    )
