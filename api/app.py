@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 
-from api import chatkit, openai, openapi, runs_api, todo, web
+from api import chatkit, openai, openapi, responses, runs_api, todo, web
 from api.auth import Authenticator
 from api.errors import handle_http_exception, handle_switchboard_error, handle_unexpected
 from api.health import healthz, readyz
@@ -78,7 +78,7 @@ def _routes(mcp: McpEndpoint) -> list[BaseRoute]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         # One Mount for `/v1`: a second would never be reached, the first matches every /v1 path.
-        Mount("/v1", routes=[*openai.routes, *runs_api.routes]),
+        Mount("/v1", routes=[*openai.routes, *responses.routes, *runs_api.routes]),
         Mount("/api", routes=todo.routes),
         # Exact paths, as their clients call them: a Mount would answer `/chatkit` with a redirect.
         *chatkit.routes(),

@@ -17,6 +17,7 @@ from api.chatkit.route import CHATKIT_PATH, SUPPORTED
 from api.frontend_users import ID_PATTERN, ID_RULE, MAX_ID_CHARS
 from api.mcp import MCP_PATH
 from api.openai.schemas import ChatCompletionRequest
+from api.responses.schemas import ResponseCreateRequest
 from api.openapi._document import EVENT_STREAM, JSON, Operation
 from api.runs_api.approvals import ApprovalDecision
 from api.todo.chat import TodoChatRequest
@@ -77,6 +78,11 @@ class ResumeQuery(_Parameters):
 
 class ResumeHeaders(_Parameters):
     last_event_id: Annotated[EventNumber | None, Field(alias="Last-Event-ID")] = None
+
+
+class ResponseStreamQuery(_Parameters):
+    stream: Annotated[bool | None, Field(description="`true`: the response's events as Server-Sent Events")] = None
+    starting_after: Annotated[EventNumber | None, Field(description="Stream the events after this number")] = None
 
 
 class TurnHeaders(_Parameters):
@@ -226,6 +232,40 @@ OPERATIONS: list[Operation] = [
         headers=ResumeHeaders,
         responses={200: None, 400: None, 404: None},
         success_media=(EVENT_STREAM,),
+    ),
+    Operation(
+        method="post",
+        path="/v1/responses",
+        operation_id="createResponse",
+        summary="A turn, answered as a Response, streamed as typed events, or queued with `background`",
+        tag="openai",
+        body=TypeAdapter(ResponseCreateRequest),
+        headers=TurnHeaders,
+        responses={
+            200: None,
+            400: None,
+            422: "The `Idempotency-Key` was used for another request",
+            **ERRORS_OF_A_TURN,
+        },
+        success_media=(JSON, EVENT_STREAM),
+    ),
+    Operation(
+        method="get",
+        path="/v1/responses/{response_id}",
+        operation_id="getResponse",
+        summary="A response as it stands, or its events from after `starting_after` with `stream=true`",
+        tag="openai",
+        query=ResponseStreamQuery,
+        responses={200: None, 400: None, 404: None},
+        success_media=(JSON, EVENT_STREAM),
+    ),
+    Operation(
+        method="post",
+        path="/v1/responses/{response_id}/cancel",
+        operation_id="cancelResponse",
+        summary="Stop a response's run (idempotent); the response as it then stands",
+        tag="openai",
+        responses={200: None, 404: None},
     ),
     # ---------------------------------------------------------------- runs
     Operation(

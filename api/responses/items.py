@@ -1,0 +1,86 @@
+"""A Responses `input` as the shared chat messages of `domain/chat.py`.
+
+Messages (text and image parts), `function_call` and `function_call_output` items are what a turn can
+carry; anything else is refused with a 400 that names the item, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from domain.chat import ChatMessage, FunctionCall, ToolCallSpec
+from domain.errors import InvalidRequest
+
+_ROLES = ("user", "system", "developer", "assistant")
+
+
+def input_messages(raw: str | list[dict[str, Any]]) -> list[ChatMessage]:
+    if isinstance(raw, str):
+        return [ChatMessage(role="user", content=raw)]
+    messages: list[ChatMessage] = []
+    for index, item in enumerate(raw):
+        param = f"input[{index}]"
+        kind = item.get("type", "message" if "role" in item else None)
+        try:
+            if kind == "message":
+                messages.append(_message(item, param=param))
+            elif kind == "function_call":
+                _add_call(messages, item)
+            elif kind == "function_call_output":
+                messages.append(
+                    ChatMessage(role="tool", tool_call_id=item.get("call_id"), content=_output_text(item.get("output")))
+                )
+            else:
+                raise InvalidRequest(f"{param}: input items of type {kind!r} are not supported", param=param)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            raise InvalidRequest(f"{param}: {problem['msg']}", param=param) from exc
+    return messages
+
+
+def _message(item: dict[str, Any], *, param: str) -> ChatMessage:
+    role = item.get("role")
+    if role not in _ROLES:
+        raise InvalidRequest(f"{param}.role must be one of {', '.join(_ROLES)}", param=f"{param}.role")
+    content = item.get("content")
+    if isinstance(content, str):
+        return ChatMessage(role=role, content=content)
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{param}.content must be a string or a list of parts", param=f"{param}.content")
+    return ChatMessage(
+        role=role, content=[_part(part, param=f"{param}.content[{i}]") for i, part in enumerate(content)]
+    )
+
+
+def _part(part: Any, *, param: str) -> dict[str, Any]:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
+        return {"type": "text", "text": part["text"]}
+    if kind == "refusal" and isinstance(part.get("refusal"), str):
+        return {"type": "text", "text": part["refusal"]}
+    if kind == "input_image" and isinstance(part.get("image_url"), str):
+        return {"type": "image_url", "image_url": {"url": part["image_url"], "detail": part.get("detail")}}
+    raise InvalidRequest(f"{param}: parts of type {kind!r} are not supported here", param=param)
+
+
+def _add_call(messages: list[ChatMessage], item: dict[str, Any]) -> None:
+    """Function calls the model made: consecutive ones belong to one assistant message."""
+    call = ToolCallSpec(
+        id=item.get("call_id"), function=FunctionCall(name=item.get("name"), arguments=item.get("arguments") or "{}")
+    )
+    last = messages[-1] if messages else None
+    if last is not None and last.role == "assistant" and last.tool_calls is not None:
+        messages[-1] = last.model_copy(update={"tool_calls": [*last.tool_calls, call]})
+    else:
+        messages.append(ChatMessage(role="assistant", content=None, tool_calls=[call]))
+
+
+def _output_text(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        return "".join(part.get("text", "") for part in output if isinstance(part, dict))
+    return json.dumps(output)

@@ -1,0 +1,398 @@
+"""`/v1/responses`: OpenAI's Responses API on the same durable runs as chat completions.
+
+A response is its run (`resp_<hex>` names `run_<hex>`), so a background response is a queued run,
+polling reads the run, cancelling is the run's cancel, and a stream resumes by following the run again
+from its first event: the writer numbers the same events the same way every time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.body import read_json, validate
+from api.headers import header_text
+from api.relay.admission import idempotency_key
+from api.relay.cancel import cancel_run, wait_until_finished
+from api.relay.follow import follow_run
+from api.relay.policy import conversation_policy
+from api.relay.progress import Detached, Failed, Restarted, RunProgress
+from api.relay.sse import event_stream
+from api.relay.start import StartedRun, start_run
+from api.responses.items import input_messages
+from api.responses.schemas import ResponseCreateRequest
+from api.responses.writer import ResponseWriter, response_id_of
+from api.state import AppState
+from domain import conversations, run_views
+from domain.chat import ChatMessage, FunctionDefinition, ModelParams, ToolDefinition
+from domain.content import check_part_sizes
+from domain.database import unavailable_on_connection_errors
+from domain.errors import InvalidRequest, NotFound, RunFailure, ServiceUnavailable, SwitchboardError
+from domain.models import FINISHED, Run
+from domain.passthrough import check_passable
+from domain.run_request import ModelInput, RunRequest
+from domain.run_views import RunView, unix_seconds
+
+_RESPONSE_ID = re.compile(r"^resp_([0-9a-f]{24})$")
+# How long `POST /v1/responses/{id}/cancel` waits for the run to stop before answering as it stands.
+CANCEL_WAIT_S = 5.0
+QUEUED_STATUS = {"queued": "queued", "running": "in_progress", "awaiting_approval": "in_progress"}
+
+
+# ---------------------------------------------------------------------------------------------- create
+
+
+async def create_response(request: Request) -> Response:
+    state: AppState = request.state.app
+    user_id = await state.authenticator.authenticate(request.headers)
+    data = await read_json(request, max_bytes=state.settings.max_chat_body_bytes)
+    body = validate(ResponseCreateRequest, data)
+    assistant = state.assistants.find(body.model, user_id=user_id)
+    if assistant is None:
+        raise NotFound(f"The model '{body.model}' does not exist", param="model", code="model_not_found")
+    messages = input_messages(body.input)
+    check_part_sizes(messages, max_part_bytes=state.settings.max_part_bytes)
+    conversation_key = await _conversation_key(state, body, user_id=user_id)
+    run_request = _run_request(request, body, messages, user_id=user_id, conversation_key=conversation_key)
+    check_passable(
+        provider=assistant.provider or state.settings.llm_provider,
+        assistant=body.model,
+        engine=assistant.engine,
+        params=run_request.params,
+        messages=messages,
+    )
+    idempotency = idempotency_key(request, data, conversation=conversation_key)
+    echo = _echo(body, conversation_key=run_request.conversation_key)
+
+    if body.background and not body.stream:
+        async with start_run(state, run_request, idempotency=idempotency) as queued:
+            writer = _writer(queued.run_id, queued.created_at, body.model, echo)
+            writer.status = "queued"
+            return JSONResponse(writer.response(), headers=_headers(queued.run_id, queued.conversation_key))
+
+    if not body.stream:
+        started: StartedRun | None = None
+        try:
+            async with start_run(state, run_request, idempotency=idempotency) as started:
+                writer = _writer(started.run_id, started.created_at, body.model, echo)
+                await _collect(writer, started.progress)
+                return JSONResponse(writer.response(), headers=_headers(started.run_id, started.conversation_key))
+        except SwitchboardError as exc:
+            if started is not None:
+                exc.headers.update(_headers(started.run_id, started.conversation_key))
+            raise
+
+    shutdown = anyio.Event()
+    stack = contextlib.AsyncExitStack()
+    async with stack:
+        run = await stack.enter_async_context(start_run(state, run_request, stop=shutdown, idempotency=idempotency))
+        writer = _writer(run.run_id, run.created_at, body.model, echo)
+        stream = _sse(stack.pop_all(), writer, run.progress, starting_after=0)
+    return event_stream(
+        stream, settings=state.settings, shutdown=shutdown, headers=_headers(run.run_id, run.conversation_key)
+    )
+
+
+async def _conversation_key(state: AppState, body: ResponseCreateRequest, *, user_id: str) -> str | None:
+    """The conversation this turn continues: the previous response's (a response is a run of one), or
+    the one named. None: a new one."""
+    named = body.conversation_id()
+    if named is not None and body.previous_response_id is not None:
+        raise InvalidRequest("previous_response_id and conversation cannot both be given", param="previous_response_id")
+    if named is not None:
+        return conversations.parse_key(named, param="conversation")
+    if body.previous_response_id is None:
+        return None
+    run = await _find_run(state, body.previous_response_id, user_id=user_id, param="previous_response_id")
+    if run.conversation_key is None:
+        raise InvalidRequest(
+            f"Response '{body.previous_response_id}' was not stored; send the whole conversation instead",
+            param="previous_response_id",
+        )
+    return run.conversation_key
+
+
+def _run_request(
+    request: Request,
+    body: ResponseCreateRequest,
+    messages: list[ChatMessage],
+    *,
+    user_id: str,
+    conversation_key: str | None,
+) -> RunRequest:
+    system = [message for message in messages if message.role in ("system", "developer")]
+    if body.instructions:
+        system.insert(0, ChatMessage(role="system", content=body.instructions))
+    conversational = [message for message in messages if message.role not in ("system", "developer")]
+    if not conversational:
+        raise InvalidRequest("input must include at least one user message or function call output", param="input")
+    if conversational[-1].role == "assistant":
+        raise InvalidRequest("the last input item must not be an assistant message", param="input")
+    continuing = conversation_key is not None
+    # A new conversation sent whole (as stateless clients do): what was sent is the history; only what
+    # follows the last assistant message is the new turn.
+    assistants = [i for i, message in enumerate(conversational) if message.role == "assistant"]
+    whole = not continuing and len(conversational) > 1
+    new_messages = conversational[assistants[-1] + 1 :] if assistants and not continuing else conversational
+    # `store: false` with nothing to continue: answered, never stored.
+    key = None if not body.store and not continuing else conversation_key or conversations.new_conversation_key()
+    return RunRequest(
+        user_id=user_id,
+        request_id=request.state.request_id,
+        assistant=body.model,
+        conversation_key=key,
+        new_conversation=conversation_key is None,
+        new_messages=new_messages,
+        conversation_policy=conversation_policy(request, request.state.app.settings),
+        history=[*system, *conversational] if (whole or key is None) else None,
+        system_messages=system,
+        tools=[_tool_definition(tool) for tool in body.tools] if body.tools else None,
+        tool_choice=_tool_choice(body.tool_choice),
+        params=ModelParams(
+            temperature=body.temperature,
+            top_p=body.top_p,
+            max_completion_tokens=body.max_output_tokens,
+            parallel_tool_calls=body.parallel_tool_calls,
+            response_format=_response_format(body),
+        ),
+    )
+
+
+def _tool_definition(tool: Any) -> ToolDefinition:
+    parameters = tool.parameters or {"type": "object", "properties": {}}
+    return ToolDefinition(
+        function=FunctionDefinition(
+            name=tool.name, description=tool.description, parameters=parameters, strict=tool.strict
+        )
+    )
+
+
+def _tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """Responses names a forced function `{"type": "function", "name": ...}`; chat completions nests it."""
+    if isinstance(choice, dict):
+        if choice.get("type") != "function" or not isinstance(choice.get("name"), str):
+            raise InvalidRequest("tool_choice must be none, auto, required or a function by name", param="tool_choice")
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return choice
+
+
+def _response_format(body: ResponseCreateRequest) -> dict[str, Any] | None:
+    """`text.format` in chat completions' `response_format` shape, as the providers take it."""
+    fmt = body.text.format if body.text else None
+    if not fmt or fmt.get("type") == "text":
+        return None
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    if fmt.get("type") == "json_schema" and isinstance(fmt.get("name"), str) and isinstance(fmt.get("schema"), dict):
+        schema = {key: fmt[key] for key in ("name", "schema", "description", "strict") if key in fmt}
+        return {"type": "json_schema", "json_schema": schema}
+    raise InvalidRequest(
+        "text.format must be text, json_object or json_schema with name and schema", param="text.format"
+    )
+
+
+def _echo(body: ResponseCreateRequest, *, conversation_key: str | None) -> dict[str, Any]:
+    """The request's settings as every Response repeats them."""
+    return {
+        "instructions": body.instructions,
+        "max_output_tokens": body.max_output_tokens,
+        "metadata": body.metadata or {},
+        "parallel_tool_calls": True if body.parallel_tool_calls is None else body.parallel_tool_calls,
+        "temperature": 1.0 if body.temperature is None else body.temperature,
+        "top_p": 1.0 if body.top_p is None else body.top_p,
+        "tools": [_tool_body(tool.name, tool.description, tool.parameters, tool.strict) for tool in body.tools or ()],
+        "tool_choice": body.tool_choice or "auto",
+        "text": {"format": (body.text.format if body.text and body.text.format else {"type": "text"})},
+        "truncation": body.truncation or "disabled",
+        "previous_response_id": body.previous_response_id,
+        "conversation": {"id": conversation_key} if conversation_key else None,
+        "store": body.store,
+        "background": body.background,
+        "user": body.user,
+        "reasoning": None,
+        "service_tier": "default",
+    }
+
+
+def _echo_of_spec(spec: dict[str, Any] | None, *, conversation_key: str | None) -> dict[str, Any]:
+    """The echo of a response read back later: what its run's row kept of the request."""
+    model_input = ModelInput.model_validate(spec or {})
+    params = model_input.params
+    choice = model_input.tool_choice
+    if isinstance(choice, dict):
+        choice = {"type": "function", "name": choice.get("function", {}).get("name")}
+    instructions = "\n".join(message.text for message in model_input.system_messages) or None
+    return {
+        "instructions": instructions,
+        "max_output_tokens": params.max_completion_tokens,
+        "metadata": {},
+        "parallel_tool_calls": True if params.parallel_tool_calls is None else params.parallel_tool_calls,
+        "temperature": 1.0 if params.temperature is None else params.temperature,
+        "top_p": 1.0 if params.top_p is None else params.top_p,
+        "tools": [
+            _tool_body(tool.function.name, tool.function.description, tool.function.parameters, tool.function.strict)
+            for tool in model_input.tools or ()
+        ],
+        "tool_choice": choice or "auto",
+        "text": {"format": {"type": "text"}},
+        "truncation": "disabled",
+        "previous_response_id": None,
+        "conversation": {"id": conversation_key} if conversation_key else None,
+        "store": conversation_key is not None,
+        "background": False,
+        "user": None,
+        "reasoning": None,
+        "service_tier": "default",
+    }
+
+
+def _tool_body(
+    name: str, description: str | None, parameters: dict[str, Any] | None, strict: bool | None
+) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "name": name,
+        "description": description,
+        "parameters": parameters,
+        "strict": True if strict is None else strict,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- read back
+
+
+async def retrieve_response(request: Request) -> Response:
+    state: AppState = request.state.app
+    user_id = await state.authenticator.authenticate(request.headers)
+    run = await _find_run(state, request.path_params["response_id"], user_id=user_id, param="response_id")
+    spec = await _spec(state, run.id)
+    writer = _writer(run.id, run.created_at, run.assistant, _echo_of_spec(spec, conversation_key=run.conversation_key))
+    if request.query_params.get("stream", "").lower() == "true":
+        starting_after = _whole_number(request.query_params.get("starting_after"), param="starting_after")
+        shutdown = anyio.Event()
+        stack = contextlib.AsyncExitStack()
+        async with stack:
+            subscription = await stack.enter_async_context(state.hub.subscribe(run.id))
+            await subscription.ready()
+            progress = follow_run(state, subscription, stop=shutdown, from_start=True)
+            stream = _sse(stack.pop_all(), writer, progress, starting_after=starting_after)
+        return event_stream(
+            stream, settings=state.settings, shutdown=shutdown, headers=_headers(run.id, run.conversation_key)
+        )
+    return JSONResponse(await _as_it_stands(state, run, writer), headers=_headers(run.id, run.conversation_key))
+
+
+async def cancel_response(request: Request) -> Response:
+    state: AppState = request.state.app
+    user_id = await state.authenticator.authenticate(request.headers)
+    run = await _find_run(state, request.path_params["response_id"], user_id=user_id, param="response_id")
+    await cancel_run(state, user_id=user_id, run_id=run.id)
+    await wait_until_finished(state, run.id, timeout_s=CANCEL_WAIT_S)
+    run = await _find_run(state, request.path_params["response_id"], user_id=user_id, param="response_id")
+    spec = await _spec(state, run.id)
+    writer = _writer(run.id, run.created_at, run.assistant, _echo_of_spec(spec, conversation_key=run.conversation_key))
+    return JSONResponse(await _as_it_stands(state, run, writer), headers=_headers(run.id, run.conversation_key))
+
+
+async def _as_it_stands(state: AppState, run: RunView, writer: ResponseWriter) -> dict[str, Any]:
+    """A finished run's whole Response (its events replayed, or its stored outcome); an unfinished
+    one's status alone."""
+    if run.status not in FINISHED:
+        writer.status = QUEUED_STATUS.get(run.status, "in_progress")
+        return writer.response()
+    async with state.hub.subscribe(run.id) as subscription:
+        await subscription.ready()
+        # The writer keeps a failure as the Response's `error`.
+        with contextlib.suppress(RunFailure):
+            await _collect(writer, follow_run(state, subscription, from_start=True))
+    return writer.response()
+
+
+async def _find_run(state: AppState, response_id: str, *, user_id: str, param: str) -> RunView:
+    """The run a response id names; another user's is missing, as far as the caller can tell."""
+    matched = _RESPONSE_ID.match(response_id)
+    run = None
+    if matched is not None:
+        async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
+            run = await run_views.get(connection, user_id=user_id, run_id="run_" + matched.group(1))
+    if run is None:
+        raise NotFound(f"No response found with id '{response_id}'", param=param)
+    return run
+
+
+async def _spec(state: AppState, run_id: str) -> dict[str, Any] | None:
+    async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
+        return (await connection.execute(select(Run.spec).where(Run.id == run_id))).scalar_one_or_none()
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def _writer(run_id: str, created_at: Any, model: str, echo: dict[str, Any]) -> ResponseWriter:
+    return ResponseWriter(
+        response_id=response_id_of(run_id), created_at=unix_seconds(created_at) or 0, model=model, echo=echo
+    )
+
+
+async def _collect(writer: ResponseWriter, progress_items: AsyncIterator[RunProgress]) -> None:
+    writer.opening()
+    async for progress in progress_items:
+        if isinstance(progress, Restarted):
+            # Nothing was shown yet: the new attempt's answer is the answer.
+            writer.reset()
+            continue
+        if isinstance(progress, Detached):
+            raise ServiceUnavailable(progress.message, code=progress.code)
+        writer.feed(progress)
+        if isinstance(progress, Failed):
+            raise RunFailure(progress.message, code=progress.code)
+        if writer.status not in ("in_progress", "queued"):
+            return
+
+
+async def _sse(
+    cleanup: contextlib.AsyncExitStack,
+    writer: ResponseWriter,
+    progress_items: AsyncIterator[RunProgress],
+    *,
+    starting_after: int,
+) -> AsyncIterator[dict[str, str]]:
+    """Each event as SSE, its `event:` its `type` and its `id:` its `sequence_number`; those up to
+    `starting_after` were shown before and are left out."""
+    async with cleanup:
+        for event in writer.opening():
+            if event["sequence_number"] > starting_after:
+                yield _sse_event(event)
+        async for progress in progress_items:
+            for event in writer.feed(progress):
+                if event["sequence_number"] > starting_after:
+                    yield _sse_event(event)
+            if writer.broken or writer.status not in ("in_progress", "queued"):
+                return
+
+
+def _sse_event(event: dict[str, Any]) -> dict[str, str]:
+    return {"event": event["type"], "id": str(event["sequence_number"]), "data": json.dumps(event)}
+
+
+def _whole_number(raw: str | None, *, param: str) -> int:
+    if raw is None or not raw.strip():
+        return 0
+    if not raw.strip().isdigit():
+        raise InvalidRequest(f"{param} must be a whole number", param=param)
+    return int(raw)
+
+
+def _headers(run_id: str, conversation_key: str | None) -> dict[str, str]:
+    headers = {"X-Run-ID": run_id}
+    if conversation_key:
+        headers["X-Conversation-ID"] = header_text(conversation_key)
+    return headers

@@ -1,0 +1,256 @@
+"""A run's progress as a Responses object and its typed stream events.
+
+The events are a pure function of the run's progress, numbered from 1 by `sequence_number`: following
+the run again from its first event gives the same events with the same numbers, which is how
+`starting_after` resumes a stream on any API process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, assert_never
+
+from api.relay.progress import (
+    RESTARTED_MESSAGE,
+    AwaitingApproval,
+    Cancelled,
+    ClientToolCall,
+    Completed,
+    Detached,
+    Failed,
+    Restarted,
+    RunProgress,
+    Text,
+    ToolCall,
+    ToolResult,
+)
+from domain.events import Usage
+
+ResponseStatus = str  # "queued" | "in_progress" | "completed" | "failed" | "cancelled" | "incomplete"
+
+
+def response_id_of(run_id: str) -> str:
+    """A response is its run: `resp_<hex>` names `run_<hex>`."""
+    return "resp_" + run_id.removeprefix("run_")
+
+
+def usage_object(usage: Usage | None) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+@dataclass(kw_only=True)
+class ResponseWriter:
+    """Builds one Response from a run's progress, returning the stream events each step makes."""
+
+    response_id: str
+    created_at: int
+    model: str
+    # The request as the Response echoes it: instructions, tools, tool_choice, temperature, ...
+    echo: dict[str, Any]
+    status: ResponseStatus = "in_progress"
+    output: list[dict[str, Any]] = field(default_factory=list)
+    usage: Usage | None = None
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+    completed_at: int | None = None
+    # Set when the stream cannot go on (a restart, a lost connection): its `error` event was the last.
+    broken: bool = False
+    _seq: int = 0
+    _message: int | None = None  # output index of the open message item
+    _calls: dict[int, int] = field(default_factory=dict)  # a client tool call's index -> its output index
+
+    def response(self) -> dict[str, Any]:
+        return {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+            "status": self.status,
+            "model": self.model,
+            "output": self.output,
+            "usage": usage_object(self.usage) if self.status in ("completed", "incomplete", "cancelled") else None,
+            "error": self.error,
+            "incomplete_details": self.incomplete_details,
+            **self.echo,
+        }
+
+    def opening(self) -> list[dict[str, Any]]:
+        created = self._event("response.created", response={**self.response(), "status": "queued"})
+        return [created, self._event("response.in_progress", response=self.response())]
+
+    def feed(self, progress: RunProgress) -> list[dict[str, Any]]:
+        match progress:
+            case Text():
+                return self._text(progress.text)
+            case ClientToolCall():
+                return self._call(progress)
+            case ToolCall() | ToolResult():
+                return []  # the server's own tools: their effect is in the answer
+            case Restarted():
+                self.broken = True
+                return [self._error(RESTARTED_MESSAGE, "run_restarted")]
+            case Completed():
+                events = self._close_all()
+                self.usage = progress.usage
+                if progress.finish_reason == "length":
+                    self.status, self.incomplete_details = "incomplete", {"reason": "max_output_tokens"}
+                    return [*events, self._finish("response.incomplete")]
+                self.status = "completed"
+                return [*events, self._finish("response.completed")]
+            case AwaitingApproval():
+                # Its text asks for the decision ("Reply approve or deny."): the answer, as a finished one.
+                self.usage = Usage()
+                self.status = "completed"
+                return [*self._close_all(), self._finish("response.completed")]
+            case Cancelled():
+                self.usage = Usage()
+                self.status = "cancelled"
+                return [*self._close_all(), self._finish("response.incomplete")]
+            case Failed():
+                self.status = "failed"
+                self.error = {"code": progress.code, "message": progress.message}
+                return [*self._close_all(), self._finish("response.failed")]
+            case Detached():
+                self.broken = True
+                return [self._error(progress.message, progress.code)]
+            case _:
+                assert_never(progress)
+
+    def reset(self) -> None:
+        """Start over (a restarted run that nobody saw yet): the new attempt's answer is the answer."""
+        self.output.clear()
+        self._message = None
+        self._calls.clear()
+        self.broken = False
+
+    # ------------------------------------------------------------------ pieces
+
+    def _event(self, type_: str, **fields: Any) -> dict[str, Any]:
+        self._seq += 1
+        return {"type": type_, "sequence_number": self._seq, **fields}
+
+    def _error(self, message: str, code: str) -> dict[str, Any]:
+        return self._event("error", code=code, message=message, param=None)
+
+    def _finish(self, type_: str) -> dict[str, Any]:
+        self.completed_at = int(time.time()) if self.status == "completed" else None
+        return self._event(type_, response=self.response())
+
+    def _text(self, text: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if self._message is None:
+            self._message = len(self.output)
+            item: dict[str, Any] = {
+                "id": f"msg_{self._tail()}_{self._message}",
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
+            self.output.append(item)
+            events.append(self._event("response.output_item.added", output_index=self._message, item=_copy(item)))
+            item["content"].append({"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+            events.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=self._message,
+                    content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                )
+            )
+        item = self.output[self._message]
+        item["content"][0]["text"] += text
+        events.append(
+            self._event(
+                "response.output_text.delta",
+                item_id=item["id"],
+                output_index=self._message,
+                content_index=0,
+                delta=text,
+                logprobs=[],
+            )
+        )
+        return events
+
+    def _call(self, piece: ClientToolCall) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if piece.index not in self._calls:
+            events.extend(self._close_message())
+            index = len(self.output)
+            self._calls[piece.index] = index
+            item: dict[str, Any] = {
+                "id": f"fc_{self._tail()}_{index}",
+                "type": "function_call",
+                "call_id": piece.call_id or "",
+                "name": piece.name or "",
+                "arguments": "",
+                "status": "in_progress",
+            }
+            self.output.append(item)
+            events.append(self._event("response.output_item.added", output_index=index, item=_copy(item)))
+        index = self._calls[piece.index]
+        item = self.output[index]
+        if piece.arguments:
+            item["arguments"] += piece.arguments
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    delta=piece.arguments,
+                )
+            )
+        return events
+
+    def _close_message(self) -> list[dict[str, Any]]:
+        if self._message is None:
+            return []
+        index, self._message = self._message, None
+        item = self.output[index]
+        part = item["content"][0]
+        item["status"] = "completed"
+        ids = {"item_id": item["id"], "output_index": index}
+        return [
+            self._event("response.output_text.done", **ids, content_index=0, text=part["text"], logprobs=[]),
+            self._event("response.content_part.done", **ids, content_index=0, part=_copy(part)),
+            self._event("response.output_item.done", output_index=index, item=_copy(item)),
+        ]
+
+    def _close_all(self) -> list[dict[str, Any]]:
+        events = self._close_message()
+        for index in sorted(self._calls.values()):
+            item = self.output[index]
+            if item["status"] == "completed":
+                continue
+            item["status"] = "completed"
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    name=item["name"],
+                    arguments=item["arguments"],
+                )
+            )
+            events.append(self._event("response.output_item.done", output_index=index, item=_copy(item)))
+        return events
+
+    def _tail(self) -> str:
+        return self.response_id.removeprefix("resp_")
+
+
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: [_copy(v) if isinstance(v, dict) else v for v in item] if isinstance(item, list) else item
+        for key, item in value.items()
+    }

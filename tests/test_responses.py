@@ -1,0 +1,252 @@
+"""OpenAI's Responses API (`/v1/responses`), through the official `openai` client against the shared
+`deployment` (real API and worker processes, the fake LLM behind). Each test marks its input with a
+unique token and finds its own requests to the fake by it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import openai
+import pytest
+
+from tests.deployment import Deployment
+from tests.fake_llm import FakeLLM
+
+MODEL = "assistant"
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def marker() -> str:
+    return "m" + uuid.uuid4().hex[:16]
+
+
+def requests_with(fake_llm: FakeLLM, token: str) -> list[dict[str, Any]]:
+    return [request for request in fake_llm.requests if token in json.dumps(request)]
+
+
+async def test_create_returns_a_complete_response(deployment: Deployment, fake_llm: FakeLLM) -> None:
+    token = marker()
+    client = deployment.openai()
+    response = await client.responses.create(
+        model=MODEL,
+        input=f"{token} [[reply:Hello there]]",
+        instructions="Be brief.",
+        temperature=0.5,
+        max_output_tokens=100,
+        metadata={"k": "v"},
+    )
+    assert response.id.startswith("resp_")
+    assert response.object == "response"
+    assert response.status == "completed"
+    assert response.model == MODEL
+    assert response.output_text == "Hello there"
+    assert response.completed_at is not None and response.created_at > 0
+    assert response.usage is not None and response.usage.total_tokens == (
+        response.usage.input_tokens + response.usage.output_tokens
+    )
+    assert response.usage.input_tokens_details.cached_tokens == 0
+    assert response.metadata == {"k": "v"}
+    assert response.instructions == "Be brief."
+    assert response.temperature == 0.5
+    assert response.tool_choice == "auto" and response.tools == [] and response.parallel_tool_calls is True
+    [message] = response.output
+    assert message.type == "message" and message.role == "assistant" and message.status == "completed"
+    [sent] = requests_with(fake_llm, token)
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert sent["temperature"] == 0.5
+    # Read back: the same answer.
+    again = await client.responses.retrieve(response.id)
+    assert again.status == "completed" and again.output_text == "Hello there" and again.id == response.id
+
+
+async def test_stream_events_in_order(deployment: Deployment) -> None:
+    client = deployment.openai()
+    stream = await client.responses.create(model=MODEL, input=f"{marker()} [[reply:one two three four]]", stream=True)
+    events = [event async for event in stream]
+    types = [event.type for event in events]
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[2:4] == ["response.output_item.added", "response.content_part.added"]
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert set(types[4:-4]) == {"response.output_text.delta"}
+    assert [event.sequence_number for event in events] == list(range(1, len(events) + 1))
+    deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert deltas == "one two three four"
+    assert events[-1].response.output_text == "one two three four"
+    assert events[-1].response.usage is not None
+
+
+async def test_stream_helper_and_raw_event_names(deployment: Deployment) -> None:
+    client = deployment.openai()
+    async with client.responses.stream(model=MODEL, input=f"{marker()} [[reply:streamed]]") as stream:
+        async for _ in stream:
+            pass
+        final = await stream.get_final_response()
+    assert final.output_text == "streamed"
+    async with deployment.http() as http:
+        raw = await http.post("/v1/responses", json={"model": MODEL, "input": "[[reply:x]]", "stream": True})
+    blocks = [block for block in raw.text.split("\n\n") if block.strip() and not block.startswith(":")]
+    for block in blocks:
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        assert fields["event"] == json.loads(fields["data"])["type"]
+
+
+async def test_function_tool_round_trip(deployment: Deployment, fake_llm: FakeLLM) -> None:
+    token = marker()
+    client = deployment.openai()
+    first = await client.responses.create(
+        model=MODEL, input=f'{token} [[tool:get_weather {{"city": "Oslo"}}]]', tools=[WEATHER]
+    )
+    [call] = first.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Oslo"}
+    assert first.tools[0].name == "get_weather"
+    second = await client.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+        tools=[WEATHER],
+    )
+    assert second.output_text == "tool said: sunny"
+    last = requests_with(fake_llm, token)[-1]
+    assert last["messages"][-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+
+
+async def test_streamed_function_call(deployment: Deployment) -> None:
+    client = deployment.openai()
+    stream = await client.responses.create(
+        model=MODEL, input=f'{marker()} [[tool:get_weather {{"city": "Rome"}}]]', tools=[WEATHER], stream=True
+    )
+    events = [event async for event in stream]
+    types = [event.type for event in events]
+    assert "response.function_call_arguments.delta" in types
+    done = next(event for event in events if event.type == "response.function_call_arguments.done")
+    assert json.loads(done.arguments) == {"city": "Rome"}
+    assert types[-1] == "response.completed"
+    assert events[-1].response.output[0].type == "function_call"
+
+
+async def test_stateless_function_call_history(deployment: Deployment, fake_llm: FakeLLM) -> None:
+    """Clients that keep the conversation themselves (the Agents SDK) send the call and its output back."""
+    token = marker()
+    client = deployment.openai()
+    response = await client.responses.create(
+        model=MODEL,
+        tools=[WEATHER],
+        input=[
+            {"role": "user", "content": [{"type": "input_text", "text": f"{token} weather?"}]},
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "rainy"},
+        ],
+    )
+    assert response.output_text == "tool said: rainy"
+    [sent] = requests_with(fake_llm, token)
+    assert [message["role"] for message in sent["messages"] if message["role"] != "system"] == [
+        "user",
+        "assistant",
+        "tool",
+    ]
+
+
+async def test_previous_response_id_continues_the_conversation(deployment: Deployment, fake_llm: FakeLLM) -> None:
+    token = marker()
+    client = deployment.openai()
+    first = await client.responses.create(model=MODEL, input=f"{token} my name is Ada [[reply:Hi Ada]]")
+    second = await client.responses.create(model=MODEL, input="what is my name?", previous_response_id=first.id)
+    assert second.previous_response_id == first.id
+    assert second.conversation is not None and first.conversation is not None
+    assert second.conversation.id == first.conversation.id
+    sent = requests_with(fake_llm, token)[-1]
+    texts = [message.get("content") for message in sent["messages"]]
+    assert any("my name is Ada" in json.dumps(text) for text in texts)
+    assert "Hi Ada" in texts and sent["messages"][-1]["content"] == "what is my name?"
+
+
+async def test_unknown_previous_response_is_404_and_other_users_cannot_see_it(deployment: Deployment) -> None:
+    first = await deployment.openai().responses.create(model=MODEL, input="[[reply:mine]]")
+    with pytest.raises(openai.NotFoundError):
+        await deployment.openai("bob").responses.create(model=MODEL, input="x", previous_response_id=first.id)
+    with pytest.raises(openai.NotFoundError):
+        await deployment.openai("bob").responses.retrieve(first.id)
+
+
+async def test_background_poll_resume_and_cancel(deployment: Deployment) -> None:
+    client = deployment.openai()
+    queued = await client.responses.create(
+        model=MODEL, input=f"{marker()} [[reply:done in the background]] [[delay:0.5]]", background=True
+    )
+    assert queued.status == "queued" and queued.background is True
+    polled = await client.responses.retrieve(queued.id)
+    assert polled.status in ("queued", "in_progress", "completed")
+    for _ in range(100):
+        polled = await client.responses.retrieve(queued.id)
+        if polled.status == "completed":
+            break
+        await asyncio.sleep(0.1)
+    assert polled.output_text == "done in the background"
+    # The whole stream, then its rest after event 3, the same events with the same numbers.
+    whole = [event async for event in await client.responses.retrieve(queued.id, stream=True)]
+    rest = [event async for event in await client.responses.retrieve(queued.id, stream=True, starting_after=3)]
+    assert [event.sequence_number for event in rest] == [event.sequence_number for event in whole[3:]]
+    assert [event.type for event in rest] == [event.type for event in whole[3:]]
+    assert rest[-1].type == "response.completed"
+    # Cancelling a finished response changes nothing, and may be repeated.
+    assert (await client.responses.cancel(queued.id)).status == "completed"
+
+
+async def test_cancel_a_background_response(deployment: Deployment) -> None:
+    client = deployment.openai()
+    queued = await client.responses.create(
+        model=MODEL, input=f"{marker()} [[tokens:400]] [[tokendelay:0.05]]", background=True
+    )
+    stream = await client.responses.retrieve(queued.id, stream=True)
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            break
+    cancelled = await client.responses.cancel(queued.id)
+    assert cancelled.status == "cancelled"
+    assert (await client.responses.cancel(queued.id)).status == "cancelled"
+    assert (await client.responses.retrieve(queued.id)).status == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": MODEL}, "input"),
+        ({"model": MODEL, "input": []}, "input"),
+        ({"model": MODEL, "input": [{"type": "item_reference", "id": "x"}]}, "input[0]"),
+        ({"model": MODEL, "input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
+        ({"model": MODEL, "input": "x", "temperature": 9}, "temperature"),
+        (
+            {"model": MODEL, "input": "x", "previous_response_id": "resp_nope", "conversation": "c"},
+            "previous_response_id",
+        ),
+        ({"model": MODEL, "input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format"),
+    ],
+)
+async def test_bad_input_is_400(deployment: Deployment, body: dict[str, Any], param: str) -> None:
+    async with deployment.http() as http:
+        response = await http.post("/v1/responses", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+async def test_unknown_response_is_404(deployment: Deployment) -> None:
+    with pytest.raises(openai.NotFoundError):
+        await deployment.openai().responses.retrieve("resp_" + "0" * 24)
+    with pytest.raises(openai.NotFoundError):
+        await deployment.openai().responses.cancel("resp_nothing")
