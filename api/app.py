@@ -17,6 +17,7 @@ from api.auth import Authenticator
 from api.errors import handle_http_exception, handle_switchboard_error, handle_unexpected
 from api.health import healthz, readyz
 from api.mcp import MCP_PATH, McpEndpoint
+from api.metrics import METRICS_PATH, metrics
 from api.relay.enqueue import JobEnqueuer
 from api.relay.event_hub import RunEventHub
 from api.relay.queue_gauge import QueueGauge
@@ -27,6 +28,7 @@ from domain.database import create_engine
 from domain.errors import SwitchboardError
 from domain.event_log import EventLog
 from domain.job_codec import serialize_job
+from domain.metrics import ApiMetrics
 from domain.settings import Settings
 
 
@@ -52,6 +54,7 @@ def create_app(settings: Settings) -> Starlette:
             queue=QueueGauge(redis),
             inflight=InflightRuns(limit=settings.max_inflight_runs),
             assistants=assistants,
+            metrics=ApiMetrics(),
         )
         try:
             async with mcp.serving(db_engine=db_engine):
@@ -77,6 +80,7 @@ def _routes(mcp: McpEndpoint) -> list[BaseRoute]:
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route(METRICS_PATH, metrics, methods=["GET"]),
         # One Mount for `/v1`: a second would never be reached, the first matches every /v1 path.
         Mount("/v1", routes=[*openai.routes, *responses.routes, *runs_api.routes]),
         Mount("/api", routes=todo.routes),

@@ -76,8 +76,13 @@ def error_response(exc: SwitchboardError) -> JSONResponse:
     )
 
 
-async def handle_switchboard_error(_request: Request, exc: Exception) -> Response:
+async def handle_switchboard_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SwitchboardError)  # registered for this class only
+    if isinstance(exc, ServiceUnavailable) and exc.dependency is not None:
+        # Absent only for an app built without its lifespan.
+        state = getattr(request.state, "app", None)
+        if state is not None:
+            state.metrics.dependency_errors.labels(exc.dependency).inc()
     return error_response(exc)
 
 

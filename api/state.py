@@ -13,6 +13,7 @@ from api.relay.event_hub import RunEventHub
 from api.relay.queue_gauge import QueueGauge
 from domain.assistant_catalogue import AssistantCatalogue
 from domain.event_log import EventLog
+from domain.metrics import ApiMetrics
 from domain.settings import Settings
 
 
@@ -46,3 +47,5 @@ class AppState:
     inflight: InflightRuns = field(default_factory=lambda: InflightRuns(limit=1000))
     # The assistants a client may name: the built-in ones and the assistants file's.
     assistants: AssistantCatalogue = field(default_factory=AssistantCatalogue)
+    # This process's Prometheus metrics, in a registry of its own.
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)

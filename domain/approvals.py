@@ -155,6 +155,12 @@ async def pending(connection: AsyncConnection, *, run_id: str) -> list[ApprovalV
     return [_view(row) for row in rows]
 
 
+async def count_pending(connection: AsyncConnection) -> int:
+    """Calls waiting for their owner's decision, over every run."""
+    result = await connection.execute(select(func.count()).select_from(Approval).where(Approval.decision.is_(None)))
+    return int(result.scalar_one())
+
+
 async def decided(connection: AsyncConnection, *, run_id: str) -> list[ApprovalView]:
     """Every call of the run that was decided, for the worker that goes on with it."""
     rows = await connection.execute(

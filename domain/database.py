@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from domain.errors import ServiceUnavailable, SwitchboardError
+from domain.errors import DatabaseUnavailable, SwitchboardError
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -60,14 +60,14 @@ async def unavailable_on_connection_errors() -> AsyncIterator[None]:
         yield
     except (OperationalError, DBAPIError) as exc:
         if isinstance(exc, OperationalError) or exc.connection_invalidated:
-            raise ServiceUnavailable("the database is unreachable") from exc
+            raise DatabaseUnavailable("the database is unreachable") from exc
         raise
     except StatementError as exc:
         if isinstance(exc.orig, SwitchboardError):
             raise exc.orig from exc
         raise
     except (OSError, TimeoutError) as exc:
-        raise ServiceUnavailable("the database is unreachable") from exc
+        raise DatabaseUnavailable("the database is unreachable") from exc
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -105,6 +105,16 @@ class ServiceUnavailable(SwitchboardError):
 
     code = "service_unavailable"
     default_headers: ClassVar[Mapping[str, str]] = {"Retry-After": "5"}
+    # Which one, for `switchboard_dependency_errors_total`; None when it is neither (a shutdown, say).
+    dependency: ClassVar[Literal["database", "redis"] | None] = None
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    dependency = "database"
+
+
+class RedisUnavailable(ServiceUnavailable):
+    dependency = "redis"
 
 
 class RunFailure(SwitchboardError):

@@ -10,6 +10,7 @@ plus the conversation's row id) when it claims the run. Redis carries only the r
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -80,3 +81,5 @@ class ChatJob(RunSpec):
     paused_state: dict[str, Any] | None = None
     # ... and what its owner decided about the calls it stopped at.
     decisions: list[CallDecision] = Field(default_factory=list)
+    # When it was put in the queue (created, or approved to go on); None on a retry, which the reconciler queued.
+    queued_at: datetime | None = None

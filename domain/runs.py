@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, and_, case, func, insert, null, or_, select, tuple_, update
@@ -227,12 +227,22 @@ async def claim(connection: AsyncConnection, *, run_id: str, lease_s: float, max
             lease_expires_at=now + timedelta(seconds=lease_s),
         )
         .returning(
-            Run.attempt, Run.user_id, Run.assistant, Run.request_id, Run.conversation_id, Run.spec, Run.paused_state
+            Run.attempt,
+            Run.user_id,
+            Run.assistant,
+            Run.request_id,
+            Run.conversation_id,
+            Run.spec,
+            Run.paused_state,
+            Run.attempts_before_pause,
+            func.coalesce(Run.resumed_at, Run.created_at).label("queued_at"),
         )
     )
     row = result.one_or_none()
     if row is None:
         return None
+    # A retry was queued by the reconciler, long after its run's enqueue: it has no queue wait to tell.
+    first_attempt = row.attempt == row.attempts_before_pause + 1
     return ChatJob(
         run_id=run_id,
         attempt=row.attempt,
@@ -241,6 +251,7 @@ async def claim(connection: AsyncConnection, *, run_id: str, lease_s: float, max
         request_id=row.request_id or "",
         conversation_id=row.conversation_id,
         paused_state=row.paused_state,
+        queued_at=_aware(row.queued_at) if first_attempt else None,
         **(row.spec or {}),
     )
 
@@ -485,3 +496,8 @@ async def stored_outcome(connection: AsyncConnection, run_id: str) -> StoredOutc
         usage=usage_of(run),
         answer=answer,
     )
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

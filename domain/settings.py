@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # When set, the API's `GET /metrics` asks for `Authorization: Bearer <this>`; open otherwise.
+    metrics_token: SecretStr | None = None
+    # Each worker serves its own metrics on this port when it is set (off by default).
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "0.0.0.0"
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:

@@ -51,7 +51,7 @@ def test_every_operation_but_the_public_ones_needs_credentials() -> None:
     public = {
         path for path, item in document["paths"].items() for operation in item.values() if "security" in operation
     }
-    assert public == {"/healthz", "/readyz", "/openapi.json", "/", "/static/{file}"}
+    assert public == {"/healthz", "/readyz", "/metrics", "/openapi.json", "/", "/static/{file}"}
 
 
 def test_the_error_shape_is_the_one_the_api_answers() -> None:

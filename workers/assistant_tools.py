@@ -138,6 +138,7 @@ class AssistantTools:
             )
         else:
             result = await tool.connection.call(tool.tool.name, arguments)
+        publisher.tool_call_ended(tool=tool.qualified_name, is_error=result.is_error)
         await publisher.emit(
             ToolReturned(
                 run_id=publisher.run_id,

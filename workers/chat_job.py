@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from domain.events import (
     TerminalEvent,
     Usage,
 )
+from domain.metrics import RunEnding
 from domain.models import UNFINISHED, utcnow
 from domain.run_request import CallDecision, ChatJob
 from domain.runs import WORKER_LOST, outcome_event
@@ -42,6 +44,10 @@ from workers.publisher import RunPublisher
 from workers.requeue import requeue
 
 log = structlog.get_logger("switchboard.worker")
+
+# Failures that say the model's provider could not be reached or did not answer in time, as against
+# one that answered with a refusal.
+_PROVIDER_UNREACHABLE = frozenset({"provider_error", "provider_timeout"})
 
 
 async def run_chat(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
@@ -68,13 +74,24 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
     except ServiceUnavailable:
         # Nothing was started; the run stays queued and the reconciler queues it again once the
         # database is back. One line, not a traceback: the worker reports the outage itself.
+        deps.metrics.dependency_errors.labels("database").inc()
         log.warning("run.not_claimed", reason="the database is unreachable")
         return "deferred"
     job = claimed.job
     structlog.contextvars.bind_contextvars(request_id=job.request_id, attempt=job.attempt)
+    metrics = deps.metrics
+    started_s = time.monotonic()
+    metrics.run_started(assistant=job.assistant)
+    if job.queued_at is not None:
+        metrics.queue_wait_s.observe(max(0.0, (utcnow() - job.queued_at).total_seconds()))
     publisher = RunPublisher(
-        deps.events, run_id=run_id, attempt=job.attempt, coalesce_s=deps.settings.delta_coalesce_ms / 1000
+        deps.events,
+        run_id=run_id,
+        attempt=job.attempt,
+        coalesce_s=deps.settings.delta_coalesce_ms / 1000,
+        metrics=metrics,
     )
+    ending: RunEnding = "interrupted"
     deps.leases.hold(run_id, job.attempt)
     # The agent runs in a task of its own, so a cancel can stop it (its model stream, its tool call in
     # flight) while this job lives on to store what it said.
@@ -87,10 +104,14 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
         try:
             outcome = await asyncio.shield(agent)
         except RunFailure as exc:
-            return await _fail(deps, publisher, exc)
+            if exc.code in _PROVIDER_UNREACHABLE:
+                metrics.dependency_errors.labels("llm").inc()
+            ending = await _fail(deps, publisher, exc)
+            return ending
         except asyncio.CancelledError:
             if agent.cancelled() and deps.cancels.asked(run_id):
-                return await _cancelled(deps, publisher, job)
+                ending = await _cancelled(deps, publisher, job)
+                return ending
             # The worker itself is stopping: another attempt takes the run over once its lease lapses.
             agent.cancel()
             log.warning("run.interrupted", note="another attempt takes it over once its lease lapses")
@@ -98,11 +119,16 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
         except Exception as exc:
             failure = RunFailure("the run failed unexpectedly", code="internal_error")
             failure.__cause__ = exc
-            return await _fail(deps, publisher, failure)
+            ending = await _fail(deps, publisher, failure)
+            return ending
+        metrics.tokens(input_tokens=outcome.usage.prompt_tokens, output_tokens=outcome.usage.completion_tokens)
         if outcome.pending_approvals:
-            return await _pause(deps, publisher, job, outcome)
-        return await _succeed(deps, publisher, job, outcome)
+            ending = await _pause(deps, publisher, job, outcome)
+        else:
+            ending = await _succeed(deps, publisher, job, outcome)
+        return ending
     finally:
+        metrics.run_finished(assistant=job.assistant, ending=ending, duration_s=time.monotonic() - started_s)
         deps.cancels.forget(run_id)
         deps.leases.release(run_id)
         if job.conversation_id is not None:
@@ -194,7 +220,7 @@ def _as_chat_message(row: Row[Any]) -> ChatMessage:
     return ChatMessage(role=row.role, content=content, tool_calls=calls, tool_call_id=row.tool_call_id)
 
 
-async def _succeed(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outcome: RunOutcome) -> str:
+async def _succeed(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outcome: RunOutcome) -> RunEnding:
     publisher.flush()
 
     async def store(connection: AsyncConnection) -> bool:
@@ -213,10 +239,10 @@ async def _succeed(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outc
             ),
         )
     log.info("run.completed", finish_reason=outcome.finish_reason, stored=stored, **outcome.usage.model_dump())
-    return "completed" if stored else "superseded"
+    return "succeeded" if stored else "superseded"
 
 
-async def _pause(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outcome: RunOutcome) -> str:
+async def _pause(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outcome: RunOutcome) -> RunEnding:
     """Stop before the calls that need approval; the run goes on, on any worker, once they are decided."""
     publisher.flush()
     if outcome.paused_state is None:
@@ -251,7 +277,7 @@ async def _pause(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outcom
     return "awaiting_approval"
 
 
-async def _fail(deps: WorkerDeps, publisher: RunPublisher, failure: RunFailure) -> str:
+async def _fail(deps: WorkerDeps, publisher: RunPublisher, failure: RunFailure) -> RunEnding:
     details = {}
     if isinstance(failure, ProviderFailure):
         details = {"provider_status": failure.status, "provider_body": failure.body}
@@ -284,7 +310,7 @@ async def _queue_next_turn(deps: WorkerDeps, conversation_id: int) -> None:
         log.info("run.next_turn_not_queued", error=str(exc))
 
 
-async def _cancelled(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob) -> str:
+async def _cancelled(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob) -> RunEnding:
     """Its owner stopped the run: what it said until then is stored as its answer."""
     publisher.flush()
     partial = ChatMessage(role="assistant", content=scrub(publisher.text_sent()))

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.event_log import EventLog
+from domain.metrics import WorkerMetrics
 from domain.settings import Settings
 from workers.agent_runner import AgentRunner
 from workers.cancels import Cancellations
@@ -34,6 +35,7 @@ class WorkerDeps:
     cancels: Cancellations
     # The MCP servers of the assistants file, started as runs need them.
     mcp_servers: McpServerPool
+    metrics: WorkerMetrics
 
     async def aclose(self) -> None:
         await self.mcp_servers.aclose()

@@ -18,6 +18,7 @@ from domain.assistants import GENERAL_ASSISTANT, TODO_ASSISTANT
 from domain.database import create_engine
 from domain.event_log import EventLog
 from domain.job_codec import CHAT_JOB, deserialize_job, serialize_job
+from domain.metrics import WorkerMetrics
 from domain.settings import Settings
 from todo.server import create_todo_server
 from workers.agent_runner import AgentRunner
@@ -33,6 +34,7 @@ from workers.general_agent import GeneralAgentRunner
 from workers.leases import LeaseKeeper
 from workers.llm import create_http_client, create_model, speaks_openai_chat
 from workers.mcp_servers import McpServerPool
+from workers.metrics_server import MetricsServer
 from workers.reconciler import Reconciler
 from workers.todo_agent import TodoAgentRunner
 
@@ -77,15 +79,20 @@ def load_worker_catalogue(settings: Settings) -> AssistantCatalogue:
 
 def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> WakeableWorker:
     reconciler: Reconciler | None = None
+    metrics_server: MetricsServer | None = None
     # Read and checked now, so that a mistake stops the worker before it takes any work.
     catalogue = load_worker_catalogue(settings)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        nonlocal reconciler
+        nonlocal reconciler, metrics_server
         # Agents SDK traces go to OpenAI's servers: only when the operator asked for them.
         agents.set_tracing_disabled(not settings.agents_tracing)
         deps = _build_deps(settings, queue=ctx["redis"], catalogue=catalogue)
         ctx[DEPS_KEY] = deps
+        if settings.worker_metrics_port is not None:
+            metrics_server = MetricsServer.start(
+                deps.metrics.registry, host=settings.worker_metrics_host, port=settings.worker_metrics_port
+            )
         deps.events.start()
         deps.leases.start()
         deps.cancels.start()
@@ -97,6 +104,8 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if reconciler is not None:
             await reconciler.aclose()
+        if metrics_server is not None:
+            metrics_server.stop()
         deps: WorkerDeps | None = ctx.get(DEPS_KEY)
         if deps is not None:
             await deps.aclose()
@@ -142,5 +151,6 @@ def _build_deps(settings: Settings, *, queue: Any, catalogue: AssistantCatalogue
         http_client=http_client,
         runners=build_runners(settings, http_client, db_engine=db_engine, catalogue=catalogue, mcp_servers=mcp_servers),
         mcp_servers=mcp_servers,
+        metrics=WorkerMetrics(),
         leases=LeaseKeeper(db_engine=db_engine, redis=redis, lease_s=settings.run_lease_s, on_cancel=cancels.cancel),
     )

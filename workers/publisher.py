@@ -8,16 +8,29 @@ token without a visible delay. Nothing here waits for Redis except the run's las
 from __future__ import annotations
 
 import asyncio
+import time
 
 from domain.events import RunEvent, TextDelta
+from domain.metrics import WorkerMetrics
 from workers.event_sink import EventSink
 
 
 class RunPublisher:
-    def __init__(self, sink: EventSink, *, run_id: str, attempt: int, coalesce_s: float) -> None:
+    def __init__(
+        self,
+        sink: EventSink,
+        *,
+        run_id: str,
+        attempt: int,
+        coalesce_s: float,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.run_id = run_id
         self.attempt = attempt
         self._sink = sink
+        # Built as the attempt starts: its time to first token counts from here.
+        self._metrics = metrics
+        self._started_s = time.monotonic()
         self._coalesce_s = coalesce_s
         self._pending: list[str] = []
         self._sent_text = False
@@ -33,12 +46,20 @@ class RunPublisher:
             return
         self._text.append(delta)
         if not self._sent_text or self._coalesce_s == 0:
+            if not self._sent_text and self._metrics is not None:
+                self._metrics.ttft_s.observe(time.monotonic() - self._started_s)
             self._sent_text = True
             self._sink.send(TextDelta(run_id=self.run_id, attempt=self.attempt, text=delta))
             return
         self._pending.append(delta)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._coalesce_s, self.flush)
+
+    def tool_call_ended(self, *, tool: str, is_error: bool) -> None:
+        """Counted by the code that made the call, not by its `tool.result` event, which a resumed attempt
+        publishes again for calls made before it."""
+        if self._metrics is not None:
+            self._metrics.tool_call(tool=tool, outcome="error" if is_error else "ok")
 
     async def emit(self, event: RunEvent) -> None:
         self.flush()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Literal
 
 import structlog
 from arq.constants import job_key_prefix
@@ -45,6 +46,7 @@ class Reconciler:
     def __init__(self, deps: WorkerDeps) -> None:
         self._deps = deps
         self._arq = deps.queue
+        self._metrics = deps.metrics
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -61,9 +63,17 @@ class Reconciler:
             await asyncio.sleep(self._deps.settings.reconcile_interval_s)
             try:
                 await self.reconcile_once()
+                await self._count_pending_approvals()
             except (ServiceUnavailable, RedisError, OSError) as exc:
                 # The worker reports its dependencies' state; the next round tries again.
+                dependency = "database" if isinstance(exc, ServiceUnavailable) else "redis"
+                self._metrics.dependency_errors.labels(dependency).inc()
                 log.debug("reconciler.skipped", error=str(exc))
+
+    async def _count_pending_approvals(self) -> None:
+        # Every worker counts, not only the one whose turn it is: each one's gauge stays current.
+        async with unavailable_on_connection_errors(), self._deps.db_engine.connect() as connection:
+            self._metrics.approvals_pending.set(await approvals.count_pending(connection))
 
     async def reconcile_once(self) -> None:
         settings = self._deps.settings
@@ -73,28 +83,34 @@ class Reconciler:
             overdue = await run_recovery.overdue(connection, age_s=settings.run_timeout_s + settings.relay_grace_s)
             for run in overdue:
                 message = f"the run did not finish within {settings.run_timeout_s:g} s"
-                await self._fail(connection, run, "run_timeout", message)
+                if await self._fail(connection, run, "run_timeout", message):
+                    self._metrics.reconciler_actions.labels("timed_out").inc()
             lapsed = []
             for run in await run_recovery.lapsed(connection):
                 # Its owner asked it to stop and its worker is gone: it stops here, not on a new attempt.
                 if await runs.cancel_abandoned(connection, run_id=run.id, attempt=run.attempt):
+                    self._metrics.reconciler_actions.labels("cancelled").inc()
                     await self._announce(connection, run)
                 else:
                     lapsed.append(run)
             exhausted = [run for run in lapsed if run.attempts_used >= settings.run_max_attempts]
             for run in exhausted:
-                await self._fail(connection, run, "worker_lost", runs.WORKER_LOST)
+                if await self._fail(connection, run, "worker_lost", runs.WORKER_LOST):
+                    self._metrics.reconciler_actions.labels("worker_lost").inc()
             retry = [run for run in lapsed if run.attempts_used < settings.run_max_attempts]
             stale = await run_recovery.queued_before(connection, age_s=ENQUEUE_GRACE_S)
             for run_id, attempt in await approvals.expire_due(connection):
                 log.info("reconciler.approval_expired", run_id=run_id)
+                self._metrics.reconciler_actions.labels("approval_expired").inc()
                 self._deps.events.send(RunCancelled(run_id=run_id, attempt=attempt))
         await self._requeue(retry, action="retried")
         await self._requeue(await self._missing_jobs(stale), action="requeued")
 
-    async def _fail(self, connection: AsyncConnection, run: Unfinished, code: RunFailureCode, message: str) -> None:
-        if await runs.fail(connection, run_id=run.id, attempt=run.attempt, code=code, message=message):
-            await self._announce(connection, run)
+    async def _fail(self, connection: AsyncConnection, run: Unfinished, code: RunFailureCode, message: str) -> bool:
+        if not await runs.fail(connection, run_id=run.id, attempt=run.attempt, code=code, message=message):
+            return False
+        await self._announce(connection, run)
+        return True
 
     async def _announce(self, connection: AsyncConnection, run: Unfinished) -> None:
         row = await runs.load(connection, run.id)
@@ -111,9 +127,10 @@ class Reconciler:
             found = await pipe.execute()
         return [run for run, exists in zip(runs_, found, strict=True) if not exists]
 
-    async def _requeue(self, runs_: list[Unfinished], *, action: str) -> None:
+    async def _requeue(self, runs_: list[Unfinished], *, action: Literal["retried", "requeued"]) -> None:
         for run in runs_:
             if await requeue(self._arq, run.id):
+                self._metrics.reconciler_actions.labels(action).inc()
                 log.warning(f"reconciler.{action}_run", run_id=run.id, attempt=run.attempt, status=run.status)
 
 

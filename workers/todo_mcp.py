@@ -148,6 +148,7 @@ class RunTodoTools(AgentsMCPServer):
         )
         request_meta = cast(RequestParamsMeta, {**(meta or {}), CALL_ID_META_KEY: call_id})
         result = await client.call_tool(tool_name, args, meta=request_meta)
+        publisher.tool_call_ended(tool=tool_name, is_error=result.is_error)
         await publisher.emit(
             ToolReturned(
                 run_id=publisher.run_id,

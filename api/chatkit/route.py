@@ -95,7 +95,9 @@ class ChatKitEndpoint:
         result = await server.answer(json.dumps(data).encode(), context)
         if isinstance(result, bytes):
             return Response(result, media_type="application/json")
-        return event_stream(result, settings=state.settings, shutdown=context.stop)
+        return event_stream(
+            result, settings=state.settings, shutdown=context.stop, open_streams=state.metrics.open_streams
+        )
 
 
 def _check(request: ChatKitReq) -> None:

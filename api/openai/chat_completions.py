@@ -97,7 +97,13 @@ async def chat_completions(request: Request) -> Response:
         run = await stack.enter_async_context(_started(state, run_request, stop=shutdown, idempotency=idempotency))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = _stream(run, body.model, include_usage, stack.pop_all())
-    return event_stream(stream, settings=state.settings, shutdown=shutdown, headers=_run_headers(run))
+    return event_stream(
+        stream,
+        settings=state.settings,
+        shutdown=shutdown,
+        headers=_run_headers(run),
+        open_streams=state.metrics.open_streams,
+    )
 
 
 @asynccontextmanager

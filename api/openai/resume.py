@@ -52,7 +52,13 @@ async def resume_completion(request: Request) -> Response:
         await subscription.ready()
         progress = follow_run(state, subscription, stop=shutdown, from_start=True, after=after)
         stream = _chunks(stack.pop_all(), stream_chunks(progress, writer, include_usage=False, run_id=run.id))
-    return event_stream(stream, settings=state.settings, shutdown=shutdown, headers={"X-Run-ID": run.id})
+    return event_stream(
+        stream,
+        settings=state.settings,
+        shutdown=shutdown,
+        headers={"X-Run-ID": run.id},
+        open_streams=state.metrics.open_streams,
+    )
 
 
 async def _chunks(

@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 from api.chatkit.route import CHATKIT_PATH, SUPPORTED
 from api.frontend_users import ID_PATTERN, ID_RULE, MAX_ID_CHARS
 from api.mcp import MCP_PATH
+from api.metrics import METRICS_PATH
 from api.openai.schemas import ChatCompletionRequest
-from api.responses.schemas import ResponseCreateRequest
 from api.openapi._document import EVENT_STREAM, JSON, Operation
+from api.responses.schemas import ResponseCreateRequest
 from api.runs_api.approvals import ApprovalDecision
 from api.todo.chat import TodoChatRequest
 from domain import admission, conversations
@@ -163,6 +164,16 @@ OPERATIONS: list[Operation] = [
         summary="Redis and the database answer and a worker has reported in; 503 names what is missing",
         tag="service",
         responses={200: None, 503: None},
+        authenticated=False,
+    ),
+    Operation(
+        method="get",
+        path=METRICS_PATH,
+        operation_id="metrics",
+        summary="This API process's Prometheus metrics; with SWITCHBOARD_METRICS_TOKEN set, only for that bearer token",
+        tag="service",
+        responses={200: None, 401: "SWITCHBOARD_METRICS_TOKEN is set and the request does not carry it"},
+        success_media=("text/plain",),
         authenticated=False,
     ),
     Operation(

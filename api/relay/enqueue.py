@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from domain import keys
-from domain.errors import ServiceUnavailable
+from domain.errors import RedisUnavailable
 
 # KEYS: job key, result key, queue, wake list. ARGV: job bytes, expiry ms, score, job id, wake list max.
 # RPUSH here and BLPOP in the workers make the wake list first-in, first-out: with LPUSH it would be
@@ -50,5 +50,5 @@ class JobEnqueuer:
                 args=[job, expires_extra_ms, now_ms, job_id, keys.WAKE_LIST_MAX],
             )
         except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("Redis is unreachable") from exc
+            raise RedisUnavailable("Redis is unreachable") from exc
         return bool(created)

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from domain import keys
-from domain.errors import ServiceUnavailable
+from domain.errors import RedisUnavailable
 from domain.events import RunEvent, decode_event
 
 log = structlog.get_logger("switchboard.api.hub")
@@ -49,7 +49,7 @@ class Subscription:
         try:
             await asyncio.wait_for(asyncio.shield(self.confirmed), SUBSCRIBE_TIMEOUT_S)
         except TimeoutError as exc:
-            raise ServiceUnavailable("Redis did not confirm a subscription") from exc
+            raise RedisUnavailable("Redis did not confirm a subscription") from exc
 
 
 class RunEventHub:
@@ -98,7 +98,7 @@ class RunEventHub:
                 try:
                     await self._pubsub.subscribe(channel)
                 except (RedisError, OSError) as exc:
-                    raise ServiceUnavailable("Redis is unreachable") from exc
+                    raise RedisUnavailable("Redis is unreachable") from exc
             yield subscription
         finally:
             subscribers.discard(subscription)

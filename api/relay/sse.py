@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import anyio
 import structlog
+from prometheus_client import Gauge
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 
@@ -26,10 +27,12 @@ def event_stream(
     settings: Settings,
     shutdown: anyio.Event,
     headers: Mapping[str, str] | None = None,
+    open_streams: Gauge | None = None,
 ) -> EventSourceResponse:
-    """Keep-alive comments every `keepalive_s`; `shutdown` is set when the server begins to stop."""
+    """Keep-alive comments every `keepalive_s`; `shutdown` is set when the server begins to stop;
+    `open_streams` (`switchboard_open_streams`) counts the stream while it is being served."""
     return EventSourceResponse(
-        _ending_in_an_error_if_it_crashes(events),
+        _ending_in_an_error_if_it_crashes(events, open_streams),
         headers=dict(headers or {}),
         ping=settings.keepalive_s,
         sep="\n",
@@ -39,13 +42,15 @@ def event_stream(
 
 
 async def _ending_in_an_error_if_it_crashes(
-    events: AsyncIterator[dict[str, str]] | AsyncIterator[bytes],
+    events: AsyncIterator[dict[str, str]] | AsyncIterator[bytes], open_streams: Gauge | None
 ) -> AsyncIterator[dict[str, str] | bytes]:
     """The stream, and if it raises, an `error` event in our error shape before it ends.
 
     Each surface ends its streams with a terminal event of its own; an exception that escapes one is a
     bug, logged as one, but the client still hears that its stream is over and did not just drop.
     """
+    if open_streams is not None:
+        open_streams.inc()
     try:
         async for event in events:
             yield event
@@ -53,6 +58,10 @@ async def _ending_in_an_error_if_it_crashes(
         log.exception("stream.crashed", error_type=type(exc).__name__)
         body = error_body("internal server error", type_="server_error", code="internal_error")
         yield {"event": "error", "data": json.dumps(body)}
+    finally:
+        # Also when the client went away: the server cancels the stream, or closes this generator.
+        if open_streams is not None:
+            open_streams.dec()
 
 
 def resume_after(request: Request) -> int:

@@ -116,7 +116,12 @@ async def run_events(request: Request) -> Response:
     after = resume_after(request)
     await owned_run(state, user_id, run_id)
     shutdown = anyio.Event()
-    return event_stream(_sse(state, run_id, after, shutdown), settings=state.settings, shutdown=shutdown)
+    return event_stream(
+        _sse(state, run_id, after, shutdown),
+        settings=state.settings,
+        shutdown=shutdown,
+        open_streams=state.metrics.open_streams,
+    )
 
 
 async def _sse(state: AppState, run_id: str, after: int, shutdown: anyio.Event) -> AsyncIterator[dict[str, str]]:

@@ -99,6 +99,7 @@ async def chat(request: Request) -> Response:
         stream,
         settings=state.settings,
         shutdown=shutdown,
+        open_streams=state.metrics.open_streams,
         headers={"X-Conversation-ID": header_text(run.conversation_key or ""), "X-Run-ID": run.run_id},
     )
 
