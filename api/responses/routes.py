@@ -97,7 +97,11 @@ async def create_response(request: Request) -> Response:
         writer = _writer(run.run_id, run.created_at, body.model, echo)
         stream = _sse(stack.pop_all(), writer, run.progress, starting_after=0)
     return event_stream(
-        stream, settings=state.settings, shutdown=shutdown, headers=_headers(run.run_id, run.conversation_key)
+        stream,
+        settings=state.settings,
+        shutdown=shutdown,
+        headers=_headers(run.run_id, run.conversation_key),
+        open_streams=state.metrics.open_streams,
     )
 
 
@@ -285,7 +289,11 @@ async def retrieve_response(request: Request) -> Response:
             progress = follow_run(state, subscription, stop=shutdown, from_start=True)
             stream = _sse(stack.pop_all(), writer, progress, starting_after=starting_after)
         return event_stream(
-            stream, settings=state.settings, shutdown=shutdown, headers=_headers(run.id, run.conversation_key)
+            stream,
+            settings=state.settings,
+            shutdown=shutdown,
+            headers=_headers(run.id, run.conversation_key),
+            open_streams=state.metrics.open_streams,
         )
     return JSONResponse(await _as_it_stands(state, run, writer), headers=_headers(run.id, run.conversation_key))
 
