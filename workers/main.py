@@ -105,7 +105,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         if reconciler is not None:
             await reconciler.aclose()
         if metrics_server is not None:
-            metrics_server.stop()
+            await metrics_server.stop()
         deps: WorkerDeps | None = ctx.get(DEPS_KEY)
         if deps is not None:
             await deps.aclose()

@@ -6,6 +6,7 @@ worker's event loop, however busy its runs keep it, and never slows them down in
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
@@ -30,7 +31,7 @@ class MetricsServer:
             ) from exc
         return cls(_server=server, _thread=thread)
 
-    def stop(self) -> None:
-        self._server.shutdown()
+    async def stop(self) -> None:
+        # `shutdown` waits for the server's loop to notice, up to half a second: not on the event loop.
+        await asyncio.to_thread(self._server.shutdown)
         self._server.server_close()
-        self._thread.join(timeout=5)
