@@ -1,4 +1,4 @@
-"""`switchboard api | worker | migrate | healthcheck | dev`.
+"""`switchboard api | worker | migrate | healthcheck | dev | status | runs`.
 
 Misconfiguration ends the command with one line per mistake naming the setting, never a traceback.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -15,29 +16,117 @@ import sniffio
 
 from domain.errors import ConfigurationError
 from domain.logging import configure_logging, get_logger
+from domain.run_views import RUN_STATUSES
 from domain.settings import Settings, load_settings
 
 EXIT_CONFIG = 2
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="switchboard", description="Switchboard chat service.")
+# Every command reads its settings from the environment, or from a `.env` file in the working directory.
+_SETTINGS_NOTE = "Settings come from the environment or a .env file in the working directory."
+_ALL_SETTINGS = "Reads every SWITCHBOARD_* setting (see the README's table of settings)."
+_BACKENDS = "Reads SWITCHBOARD_DATABASE_URL and SWITCHBOARD_REDIS_URL."
+
+
+def _epilog(*lines: str) -> str:
+    return "\n".join((*lines, _SETTINGS_NOTE))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="switchboard",
+        description="Switchboard chat service: serve it, run its workers, and look after it.",
+        epilog=_epilog("Each command's --help says which settings it reads."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    api = commands.add_parser("api", help="serve the HTTP API (uvicorn)")
+
+    def command(name: str, summary: str, *epilog: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog=_epilog(*epilog),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    api = command("api", "serve the HTTP API (uvicorn)", _ALL_SETTINGS)
     api.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
-    commands.add_parser("worker", help="run a worker that executes chat runs")
-    commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
-    check = commands.add_parser(
+    command("worker", "run a worker that executes chat runs", _ALL_SETTINGS)
+    command("migrate", "upgrade the database schema to the newest revision", "Reads SWITCHBOARD_DATABASE_URL.")
+    check = command(
         "healthcheck",
-        help="exit 0 if this host's API (GET /healthz) or worker (a fresh heartbeat in Redis) is healthy",
+        "exit 0 if this host's API (GET /healthz) or worker (a fresh heartbeat in Redis) is healthy",
+        "Reads SWITCHBOARD_REDIS_URL and SWITCHBOARD_RUN_LEASE_S (worker).",
     )
     check.add_argument("role", choices=["api", "worker"])
     check.add_argument("--port", type=int, default=8000, help="the API's port (default: 8000)")
-    dev = commands.add_parser("dev", help="run everything on this machine: API, one worker, demo model")
+    dev = command(
+        "dev",
+        "run everything on this machine: API, one worker, demo model",
+        "Reads every SWITCHBOARD_* setting; those not set get development defaults.",
+    )
     dev.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     dev.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
-    args = parser.parse_args(argv)
+
+    status = command(
+        "status",
+        "show whether Redis and the database answer, the live workers, the queue and the last hour's runs",
+        _BACKENDS,
+        "Exits 1 when Redis or the database is unreachable, with one line on stderr for each.",
+    )
+    status.add_argument("--json", action="store_true", dest="as_json", help="print one JSON object")
+
+    runs = command("runs", "list, show, cancel or retry runs, of every user", _BACKENDS)
+    actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, summary: str, *epilog: str) -> argparse.ArgumentParser:
+        return actions.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog=_epilog(*epilog),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    listing = action("list", "list runs, newest first", "Reads SWITCHBOARD_DATABASE_URL.")
+    listing.add_argument("--user", help="only this user's runs")
+    listing.add_argument("--status", choices=RUN_STATUSES, help="only runs in this state")
+    listing.add_argument("--limit", type=_positive, default=20, help="at most this many runs (default: 20)")
+    listing.add_argument("--json", action="store_true", dest="as_json", help="print a JSON array")
+    show = action(
+        "show", "show one run: its state, owner, error and pending approvals", "Reads SWITCHBOARD_DATABASE_URL."
+    )
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("--json", action="store_true", dest="as_json", help="print one JSON object")
+    cancel = action(
+        "cancel",
+        "stop a run, as its owner's POST /v1/runs/{id}/cancel would",
+        "A queued run, or one awaiting approval, is cancelled at once; a running one is marked in the",
+        "database, and its worker is told through Redis (or reads the mark at its next lease renewal).",
+        "Reads SWITCHBOARD_DATABASE_URL, SWITCHBOARD_REDIS_URL, SWITCHBOARD_EVENT_LOG_MAX and",
+        "SWITCHBOARD_EVENT_LOG_TTL_S.",
+    )
+    cancel.add_argument("run_id", metavar="RUN_ID")
+    retry = action(
+        "retry",
+        "run a failed or cancelled run again, as a new run; queue a queued run whose job was lost",
+        "A failed or cancelled run is queued again as a NEW run (its id is printed) in the same",
+        "conversation, for the same user and assistant, with the same input. It is refused when that",
+        "would not ask the same question: a turn outside any conversation, a later turn in the",
+        "conversation, or a partial answer kept. Retrying a run twice names the first retry.",
+        "A queued run whose job is missing from Redis gets it back under its own id.",
+        "Running, awaiting_approval and succeeded runs are refused.",
+        _BACKENDS,
+    )
+    retry.add_argument("run_id", metavar="RUN_ID")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     try:
         if args.command == "dev":
@@ -45,7 +134,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             sys.exit(run_dev(host=args.host, port=args.port))
         settings = load_settings()
-        configure_logging(level=settings.log_level, json=settings.log_json)
+        # The admin commands answer a person: their output is the answer, and log lines below a warning
+        # (Alembic announcing its plugins, say) would only be noise in it.
+        admin = args.command in ("status", "runs")
+        configure_logging(level="WARNING" if admin else settings.log_level, json=settings.log_json)
         if args.command == "api":
             run_api(settings, host=args.host, port=args.port)
         elif args.command == "worker":
@@ -54,6 +146,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             from switchboard.healthcheck import api_healthy, worker_healthy
 
             sys.exit(0 if (api_healthy(port=args.port) if args.role == "api" else worker_healthy(settings)) else 1)
+        elif args.command == "status":
+            from switchboard.status import run_status
+
+            sys.exit(run_status(settings, as_json=args.as_json))
+        elif args.command == "runs":
+            from switchboard.runs_admin import run_command
+
+            options = {key: value for key, value in vars(args).items() if key not in ("command", "action")}
+            sys.exit(run_command(settings, args.action, **options))
         else:
             run_migrate(settings)
     except ConfigurationError as exc:
@@ -61,6 +162,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         for line in exc.message.splitlines():
             print(f"switchboard: configuration error: {line}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("switchboard")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def tune_gc() -> None:
