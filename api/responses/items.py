@@ -7,6 +7,7 @@ carry; anything else is refused with a 400 that names the item, never dropped.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,6 +16,38 @@ from domain.chat import ChatMessage, FunctionCall, ToolCallSpec
 from domain.errors import InvalidRequest
 
 _ROLES = ("user", "system", "developer", "assistant")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalAnswer:
+    """An `mcp_approval_response` item: the decision on the call its `approval_request_id` names."""
+
+    call_id: str
+    approve: bool
+    reason: str | None
+
+
+def approval_answers(raw: str | list[dict[str, Any]]) -> list[ApprovalAnswer]:
+    """The input's approval answers; an input that has any must have nothing else."""
+    if isinstance(raw, str):
+        return []
+    answers = [item for item in raw if item.get("type") == "mcp_approval_response"]
+    if not answers:
+        return []
+    if len(answers) != len(raw):
+        raise InvalidRequest("mcp_approval_response items cannot be mixed with other input items", param="input")
+    found: list[ApprovalAnswer] = []
+    for index, item in enumerate(raw):
+        call_id, approve, reason = item.get("approval_request_id"), item.get("approve"), item.get("reason")
+        if not isinstance(call_id, str) or not call_id or not isinstance(approve, bool):
+            raise InvalidRequest(
+                f"input[{index}]: an mcp_approval_response needs approval_request_id and approve (a boolean)",
+                param=f"input[{index}]",
+            )
+        found.append(
+            ApprovalAnswer(call_id=call_id, approve=approve, reason=reason if isinstance(reason, str) else None)
+        )
+    return found
 
 
 def input_messages(raw: str | list[dict[str, Any]]) -> list[ChatMessage]:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,13 +26,14 @@ from api.relay.cancel import cancel_run, wait_until_finished
 from api.relay.follow import follow_run
 from api.relay.policy import conversation_policy
 from api.relay.progress import Detached, Failed, Restarted, RunProgress
+from api.relay.resume_run import enqueue_resumed
 from api.relay.sse import event_stream
 from api.relay.start import StartedRun, start_run
-from api.responses.items import input_messages
+from api.responses.items import ApprovalAnswer, approval_answers, input_messages
 from api.responses.schemas import ResponseCreateRequest
 from api.responses.writer import ResponseWriter, response_id_of
 from api.state import AppState
-from domain import conversations, run_views
+from domain import approvals, conversations, run_views
 from domain.chat import ChatMessage, FunctionDefinition, ModelParams, ToolDefinition
 from domain.content import check_part_sizes
 from domain.database import unavailable_on_connection_errors
@@ -58,6 +60,9 @@ async def create_response(request: Request) -> Response:
     assistant = state.assistants.find(body.model, user_id=user_id)
     if assistant is None:
         raise NotFound(f"The model '{body.model}' does not exist", param="model", code="model_not_found")
+    answers = approval_answers(body.input)
+    if answers:
+        return await _answer_approvals(request, state, body, answers, user_id=user_id)
     messages = input_messages(body.input)
     check_part_sizes(messages, max_part_bytes=state.settings.max_part_bytes)
     conversation_key = await _conversation_key(state, body, user_id=user_id)
@@ -103,6 +108,68 @@ async def create_response(request: Request) -> Response:
         headers=_headers(run.run_id, run.conversation_key),
         open_streams=state.metrics.open_streams,
     )
+
+
+async def _answer_approvals(
+    request: Request, state: AppState, body: ResponseCreateRequest, answers: list[ApprovalAnswer], *, user_id: str
+) -> Response:
+    """`mcp_approval_response` items decide the calls the previous response stopped at; once none is
+    pending, that response's run goes on, and this response is what it says from there."""
+    if body.previous_response_id is None:
+        raise InvalidRequest(
+            "mcp_approval_response items answer the response named by previous_response_id",
+            param="previous_response_id",
+        )
+    run = await _find_run(state, body.previous_response_id, user_id=user_id, param="previous_response_id")
+    shutdown = anyio.Event()
+    stack = contextlib.AsyncExitStack()
+    async with stack:
+        # Listening before the decision is written, so nothing the run says next is missed.
+        subscription = await stack.enter_async_context(state.hub.subscribe(run.id))
+        await subscription.ready()
+        after = await _last_seq(state, run.id)
+        resumed = False
+        async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
+            for answer in answers:
+                decided = await approvals.decide(
+                    connection,
+                    user_id=user_id,
+                    run_id=run.id,
+                    call_id=answer.call_id,
+                    decision="approve" if answer.approve else "deny",
+                    reason=answer.reason,
+                )
+                resumed = resumed or decided.resumed
+        if resumed:
+            await enqueue_resumed(state, run.id)
+        spec = await _spec(state, run.id)
+        echo = {
+            **_echo_of_spec(spec, conversation_key=run.conversation_key),
+            "previous_response_id": body.previous_response_id,
+            "metadata": body.metadata or {},
+        }
+        writer = _writer(run.id, run.created_at, body.model, echo)
+        progress = follow_run(state, subscription, stop=shutdown, from_start=True, after=after)
+        headers = _headers(run.id, run.conversation_key)
+        if not resumed:
+            # Other calls of that response still wait for their answer: the run stays paused.
+            writer.status = "completed"
+            return JSONResponse(writer.response(), headers=headers)
+        if not body.stream:
+            async with stack.pop_all():
+                await _collect(writer, progress)
+            return JSONResponse(writer.response(), headers=headers)
+        stream = _sse(stack.pop_all(), writer, progress, starting_after=0)
+    return event_stream(stream, settings=state.settings, shutdown=shutdown, headers=headers)
+
+
+async def _last_seq(state: AppState, run_id: str) -> int:
+    """Where the paused run's events stand: what comes after is its going on."""
+    try:
+        events = await state.event_log.read(run_id)
+    except (RedisError, OSError):
+        return 0
+    return events[-1].seq if events else 0
 
 
 async def _conversation_key(state: AppState, body: ResponseCreateRequest, *, user_id: str) -> str | None:
@@ -313,7 +380,7 @@ async def cancel_response(request: Request) -> Response:
 async def _as_it_stands(state: AppState, run: RunView, writer: ResponseWriter) -> dict[str, Any]:
     """A finished run's whole Response (its events replayed, or its stored outcome); an unfinished
     one's status alone."""
-    if run.status not in FINISHED:
+    if run.status not in (*FINISHED, "awaiting_approval"):
         writer.status = QUEUED_STATUS.get(run.status, "in_progress")
         return writer.response()
     async with state.hub.subscribe(run.id) as subscription:

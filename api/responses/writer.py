@@ -7,6 +7,7 @@ the run again from its first event gives the same events with the same numbers, 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, assert_never
@@ -25,7 +26,7 @@ from api.relay.progress import (
     ToolCall,
     ToolResult,
 )
-from domain.events import Usage
+from domain.events import ApprovalRequest, Usage
 
 ResponseStatus = str  # "queued" | "in_progress" | "completed" | "failed" | "cancelled" | "incomplete"
 
@@ -67,6 +68,7 @@ class ResponseWriter:
     _seq: int = 0
     _message: int | None = None  # output index of the open message item
     _calls: dict[int, int] = field(default_factory=dict)  # a client tool call's index -> its output index
+    _server_calls: dict[str, int] = field(default_factory=dict)  # a server tool call's id -> its output index
 
     def response(self) -> dict[str, Any]:
         return {
@@ -93,8 +95,10 @@ class ResponseWriter:
                 return self._text(progress.text)
             case ClientToolCall():
                 return self._call(progress)
-            case ToolCall() | ToolResult():
-                return []  # the server's own tools: their effect is in the answer
+            case ToolCall():
+                return self._server_call(progress)
+            case ToolResult():
+                return self._server_result(progress)
             case Restarted():
                 self.broken = True
                 return [self._error(RESTARTED_MESSAGE, "run_restarted")]
@@ -107,10 +111,14 @@ class ResponseWriter:
                 self.status = "completed"
                 return [*events, self._finish("response.completed")]
             case AwaitingApproval():
-                # Its text asks for the decision ("Reply approve or deny."): the answer, as a finished one.
+                # Each call it stopped at is an `mcp_approval_request`, answered by an
+                # `mcp_approval_response` input item naming it (its text asks the same in words).
+                events = self._close_all()
+                for approval in progress.approvals:
+                    events.extend(self._approval_request(approval))
                 self.usage = Usage()
                 self.status = "completed"
-                return [*self._close_all(), self._finish("response.completed")]
+                return [*events, self._finish("response.completed")]
             case Cancelled():
                 self.usage = Usage()
                 self.status = "cancelled"
@@ -130,6 +138,7 @@ class ResponseWriter:
         self.output.clear()
         self._message = None
         self._calls.clear()
+        self._server_calls.clear()
         self.broken = False
 
     # ------------------------------------------------------------------ pieces
@@ -212,6 +221,64 @@ class ResponseWriter:
             )
         return events
 
+    def _server_call(self, call: ToolCall) -> list[dict[str, Any]]:
+        """A tool the server runs (the todo tools, an assistant's MCP servers): an `mcp_call` item."""
+        events = self._close_message()
+        index = len(self.output)
+        self._server_calls[call.call_id] = index
+        item: dict[str, Any] = {
+            "id": f"mcp_{self._tail()}_{index}",
+            "type": "mcp_call",
+            "server_label": self.model,
+            "name": call.tool,
+            "arguments": json.dumps(call.args),
+            "output": None,
+            "error": None,
+            "status": "in_progress",
+        }
+        self.output.append(item)
+        ids = {"item_id": item["id"], "output_index": index}
+        return [
+            *events,
+            self._event("response.output_item.added", output_index=index, item=_copy(item)),
+            self._event("response.mcp_call.in_progress", **ids),
+            self._event("response.mcp_call_arguments.done", **ids, arguments=item["arguments"]),
+        ]
+
+    def _server_result(self, result: ToolResult) -> list[dict[str, Any]]:
+        index = self._server_calls.get(result.call_id)
+        if index is None:
+            return []  # its call came before where this stream began
+        item = self.output[index]
+        text = result.result if isinstance(result.result, str) else json.dumps(result.result)
+        if result.is_error:
+            item["status"] = "failed"
+            item["error"] = {"type": "mcp_tool_execution_error", "content": text}
+        else:
+            item["status"] = "completed"
+            item["output"] = text
+        ended = "response.mcp_call.failed" if result.is_error else "response.mcp_call.completed"
+        return [
+            self._event(ended, item_id=item["id"], output_index=index),
+            self._event("response.output_item.done", output_index=index, item=_copy(item)),
+        ]
+
+    def _approval_request(self, approval: ApprovalRequest) -> list[dict[str, Any]]:
+        index = len(self.output)
+        # Its id is the call's: the `approval_request_id` an answer names is the call to decide.
+        item = {
+            "id": approval.call_id,
+            "type": "mcp_approval_request",
+            "server_label": self.model,
+            "name": approval.tool,
+            "arguments": json.dumps(approval.arguments),
+        }
+        self.output.append(item)
+        return [
+            self._event("response.output_item.added", output_index=index, item=_copy(item)),
+            self._event("response.output_item.done", output_index=index, item=_copy(item)),
+        ]
+
     def _close_message(self) -> list[dict[str, Any]]:
         if self._message is None:
             return []
@@ -228,6 +295,9 @@ class ResponseWriter:
 
     def _close_all(self) -> list[dict[str, Any]]:
         events = self._close_message()
+        for index in self._server_calls.values():
+            if self.output[index]["status"] == "in_progress":
+                self.output[index]["status"] = "incomplete"  # stopped before its result
         for index in sorted(self._calls.values()):
             item = self.output[index]
             if item["status"] == "completed":
