@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx2
+import openai
 import psutil
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from domain.settings import Settings
@@ -108,6 +111,9 @@ async def test_the_api_and_a_worker_serve_every_metric_and_count_real_runs(deplo
         pass
     tool_call = "[[tool:add_task " + json.dumps({"title": "metrics"}) + "]]"
     await client.chat.completions.create(model="todo", messages=[{"role": "user", "content": tool_call}])
+    # And one the model's provider fails: no text, so no time to first token.
+    with pytest.raises(openai.APIStatusError):
+        await client.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "[[error:500]]"}])
 
     assert while_streaming.status_code == 200, "open unless SWITCHBOARD_METRICS_TOKEN is set"
     assert value(parse(while_streaming.text), "switchboard_open_streams") >= 1
@@ -121,7 +127,8 @@ async def test_the_api_and_a_worker_serve_every_metric_and_count_real_runs(deplo
     def finished(samples: Samples) -> bool:
         done = value(samples, "switchboard_runs_finished_total", assistant="assistant", status="succeeded")
         done_todo = value(samples, "switchboard_runs_finished_total", assistant="todo", status="succeeded")
-        return done >= 2 and done_todo >= 1
+        failed = value(samples, "switchboard_runs_finished_total", assistant="assistant", status="failed")
+        return done >= 2 and done_todo >= 1 and failed >= 1
 
     after = await worker_until(port, finished)
     assert finished(after), after
@@ -130,16 +137,18 @@ async def test_the_api_and_a_worker_serve_every_metric_and_count_real_runs(deplo
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert moved("switchboard_runs_started_total", assistant="assistant") == 2
+    assert moved("switchboard_runs_started_total", assistant="assistant") == 3
     assert moved("switchboard_runs_started_total", assistant="todo") == 1
     assert moved("switchboard_runs_finished_total", assistant="assistant", status="succeeded") == 2
     assert moved("switchboard_runs_finished_total", assistant="todo", status="succeeded") == 1
+    assert moved("switchboard_runs_finished_total", assistant="assistant", status="failed") == 1
+    assert moved("switchboard_dependency_errors_total", dependency="llm") == 1
     assert moved("switchboard_tool_calls_total", tool="add_task", outcome="ok") == 1
     assert moved("switchboard_model_tokens_total", direction="input") > 0
     assert moved("switchboard_model_tokens_total", direction="output") > 0
-    assert moved("switchboard_queue_wait_seconds_count") == 3
+    assert moved("switchboard_queue_wait_seconds_count") == 4
     assert moved("switchboard_ttft_seconds_count") == 3
-    assert moved("switchboard_run_duration_seconds_count") == 3
+    assert moved("switchboard_run_duration_seconds_count") == 4
     assert value(after, "switchboard_approvals_pending") == 0
     for action in ("timed_out", "worker_lost", "cancelled", "retried", "requeued", "approval_expired"):
         assert ("switchboard_reconciler_actions_total", frozenset({("action", action)})) in after
@@ -165,3 +174,18 @@ async def test_a_metrics_token_is_asked_for_and_the_worker_port_is_off_by_defaul
     (worker,) = running.live_workers()
     listening = [c for c in psutil.Process(worker.pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
     assert listening == []
+
+
+async def test_a_worker_whose_metrics_port_is_taken_stops_with_one_line(deploy: Any) -> None:
+    running: Deployment = await deploy(start_worker=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        running.env.update(SWITCHBOARD_WORKER_METRICS_PORT=str(port), SWITCHBOARD_WORKER_METRICS_HOST="127.0.0.1")
+        worker = running.start_worker()
+        code = await asyncio.to_thread(worker.wait, 30)
+    assert code != 0
+    log = running.worker_log(worker)
+    assert f"SWITCHBOARD_WORKER_METRICS_PORT: cannot listen on 127.0.0.1:{port}" in log
+    assert "Traceback" not in log
