@@ -250,3 +250,25 @@ async def test_unknown_response_is_404(deployment: Deployment) -> None:
         await deployment.openai().responses.retrieve("resp_" + "0" * 24)
     with pytest.raises(openai.NotFoundError):
         await deployment.openai().responses.cancel("resp_nothing")
+
+
+async def test_input_items_and_delete(deployment: Deployment) -> None:
+    client = deployment.openai()
+    first = await client.responses.create(model=MODEL, input="[[reply:noted]] remember 42")
+    second = await client.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "[[reply:ok]] and 43"}]}],
+    )
+    items = await client.responses.input_items.list(second.id)
+    [item] = items.data
+    assert item.type == "message" and item.role == "user"
+    assert item.content[0].text == "[[reply:ok]] and 43"
+    assert (await client.responses.input_items.list(first.id, order="asc")).data[0].content[0].text.endswith("42")
+    await client.responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(second.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.delete(second.id)
+    # The earlier response stays.
+    assert (await client.responses.retrieve(first.id)).output_text == "noted"

@@ -86,6 +86,12 @@ class ResponseStreamQuery(_Parameters):
     starting_after: Annotated[EventNumber | None, Field(description="Stream the events after this number")] = None
 
 
+class InputItemsQuery(_Parameters):
+    order: Literal["asc", "desc"] = "desc"
+    limit: Annotated[int | None, Field(ge=1, le=100, description="Items per page, 1 to 100 (default 20)")] = None
+    after: Annotated[str | None, Field(description="The `last_id` of the previous page")] = None
+
+
 class TurnHeaders(_Parameters):
     """What a request that starts a run may say about it."""
 
@@ -277,6 +283,23 @@ OPERATIONS: list[Operation] = [
         summary="Stop a response's run (idempotent); the response as it then stands",
         tag="openai",
         responses={200: None, 404: None},
+    ),
+    Operation(
+        method="delete",
+        path="/v1/responses/{response_id}",
+        operation_id="deleteResponse",
+        summary="Remove a response: its run (stopped first if it is going on) and what it stored",
+        tag="openai",
+        responses={200: None, 404: None},
+    ),
+    Operation(
+        method="get",
+        path="/v1/responses/{response_id}/input_items",
+        operation_id="listResponseInputItems",
+        summary="The input items a response's request added to its conversation",
+        tag="openai",
+        query=InputItemsQuery,
+        responses={200: None, 400: None, 404: None},
     ),
     # ---------------------------------------------------------------- runs
     Operation(

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from domain.chat import ChatMessage, FunctionCall, ToolCallSpec
 from domain.errors import InvalidRequest
+from domain.run_items import InputMessage
 
 _ROLES = ("user", "system", "developer", "assistant")
 
@@ -117,3 +118,45 @@ def _output_text(output: Any) -> str:
     if isinstance(output, list):
         return "".join(part.get("text", "") for part in output if isinstance(part, dict))
     return json.dumps(output)
+
+
+def input_item(message: InputMessage) -> dict[str, Any]:
+    """A stored input message as the Responses input item it was (or would have been)."""
+    if message.role == "tool":
+        return {
+            "id": message.item_id,
+            "type": "function_call_output",
+            "call_id": message.tool_call_id or "",
+            "output": message.content,
+            "status": "completed",
+        }
+    content = message.parts if message.parts else [{"type": "text", "text": message.content}]
+    return {
+        "id": message.item_id,
+        "type": "message",
+        "role": message.role,
+        "status": "completed",
+        "content": [_input_part(part, role=message.role) for part in content],
+    }
+
+
+def input_item_of_chat(message: ChatMessage, *, item_id: str) -> dict[str, Any]:
+    parts = message.content if isinstance(message.content, list) else [{"type": "text", "text": message.text}]
+    stored = InputMessage(
+        item_id=item_id,
+        role=message.role,
+        content=message.text,
+        parts=[part if isinstance(part, dict) else part.model_dump(mode="json") for part in parts],
+        tool_calls=None,
+        tool_call_id=message.tool_call_id,
+    )
+    return input_item(stored)
+
+
+def _input_part(part: dict[str, Any], *, role: str) -> dict[str, Any]:
+    if part.get("type") == "image_url":
+        image = part.get("image_url") or {}
+        return {"type": "input_image", "image_url": image.get("url"), "detail": image.get("detail") or "auto"}
+    if part.get("type") in ("text", "input_text"):
+        return {"type": "output_text" if role == "assistant" else "input_text", "text": part.get("text", "")}
+    return {"type": "input_text", "text": ""}

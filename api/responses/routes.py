@@ -29,11 +29,11 @@ from api.relay.progress import Detached, Failed, Restarted, RunProgress
 from api.relay.resume_run import enqueue_resumed
 from api.relay.sse import event_stream
 from api.relay.start import StartedRun, start_run
-from api.responses.items import ApprovalAnswer, approval_answers, input_messages
+from api.responses.items import ApprovalAnswer, approval_answers, input_item, input_item_of_chat, input_messages
 from api.responses.schemas import ResponseCreateRequest
 from api.responses.writer import ResponseWriter, response_id_of
 from api.state import AppState
-from domain import approvals, conversations, run_views
+from domain import approvals, conversations, run_items, run_views
 from domain.chat import ChatMessage, FunctionDefinition, ModelParams, ToolDefinition
 from domain.content import check_part_sizes
 from domain.database import unavailable_on_connection_errors
@@ -375,6 +375,60 @@ async def cancel_response(request: Request) -> Response:
     spec = await _spec(state, run.id)
     writer = _writer(run.id, run.created_at, run.assistant, _echo_of_spec(spec, conversation_key=run.conversation_key))
     return JSONResponse(await _as_it_stands(state, run, writer), headers=_headers(run.id, run.conversation_key))
+
+
+async def list_input_items(request: Request) -> Response:
+    """The items the response's request added to its conversation (those of an unstored response: its
+    history as sent), newest first unless `order=asc`."""
+    state: AppState = request.state.app
+    user_id = await state.authenticator.authenticate(request.headers)
+    run = await _find_run(state, request.path_params["response_id"], user_id=user_id, param="response_id")
+    order = request.query_params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("order must be asc or desc", param="order")
+    limit = _whole_number(request.query_params.get("limit"), param="limit") or 20
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("limit must be between 1 and 100", param="limit")
+    async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
+        stored = await run_items.input_messages(connection, user_id=user_id, run_id=run.id)
+    items = [input_item(message) for message in stored]
+    if not stored and run.conversation_key is None:
+        history = ModelInput.model_validate(await _spec(state, run.id) or {}).history or []
+        items = [
+            input_item_of_chat(message, item_id=f"msg_{run.id}_in{index}") for index, message in enumerate(history)
+        ]
+    if order == "desc":
+        items.reverse()
+    after = request.query_params.get("after")
+    if after:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    page = items[:limit]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        }
+    )
+
+
+async def delete_response(request: Request) -> Response:
+    """Stop the response's run if it is going on, then remove it and everything it stored."""
+    state: AppState = request.state.app
+    user_id = await state.authenticator.authenticate(request.headers)
+    response_id = request.path_params["response_id"]
+    run = await _find_run(state, response_id, user_id=user_id, param="response_id")
+    if run.status not in FINISHED:
+        await cancel_run(state, user_id=user_id, run_id=run.id)
+        await wait_until_finished(state, run.id, timeout_s=CANCEL_WAIT_S)
+    async with unavailable_on_connection_errors(), state.db_engine.begin() as connection:
+        deleted = await run_items.delete_run(connection, user_id=user_id, run_id=run.id)
+    if not deleted:
+        raise NotFound(f"No response found with id '{response_id}'", param="response_id")
+    return JSONResponse({"id": response_id, "object": "response", "deleted": True})
 
 
 async def _as_it_stands(state: AppState, run: RunView, writer: ResponseWriter) -> dict[str, Any]:
