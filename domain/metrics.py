@@ -11,12 +11,12 @@ present (at 0) before its first event, and a rate over it never starts from noth
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import exposition as _exposition
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-CONTENT_TYPE: Final = _exposition.CONTENT_TYPE_LATEST
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 Dependency = Literal["database", "redis", "llm"]
 DEPENDENCIES: Final[tuple[Dependency, ...]] = ("database", "redis", "llm")
@@ -85,7 +85,7 @@ class ApiMetrics:
 class WorkerMetrics:
     """What a worker process records about the runs it carries and the reconciler it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, assistants: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.runs_started = Counter(
@@ -134,6 +134,10 @@ class WorkerMetrics:
             self.model_tokens.labels(direction)
         for action in RECONCILER_ACTIONS:
             self.reconciler_actions.labels(action)
+        for assistant in assistants:
+            self.runs_started.labels(assistant)
+            for ending in RUN_ENDINGS:
+                self.runs_finished.labels(assistant, ending)
 
     def run_started(self, *, assistant: str) -> None:
         self.runs_started.labels(assistant).inc()

@@ -140,6 +140,7 @@ def _build_deps(settings: Settings, *, queue: Any, catalogue: AssistantCatalogue
     event_log = EventLog(redis, max_events=settings.event_log_max, ttl_s=settings.event_log_ttl_s)
     cancels = Cancellations(settings.redis_url)
     mcp_servers = McpServerPool(catalogue.file_assistants, tool_timeout_s=settings.mcp_tool_timeout_s)
+    runners = build_runners(settings, http_client, db_engine=db_engine, catalogue=catalogue, mcp_servers=mcp_servers)
     return WorkerDeps(
         settings=settings,
         cancels=cancels,
@@ -149,8 +150,8 @@ def _build_deps(settings: Settings, *, queue: Any, catalogue: AssistantCatalogue
         event_log=event_log,
         events=EventSink(event_log),
         http_client=http_client,
-        runners=build_runners(settings, http_client, db_engine=db_engine, catalogue=catalogue, mcp_servers=mcp_servers),
+        runners=runners,
         mcp_servers=mcp_servers,
-        metrics=WorkerMetrics(),
+        metrics=WorkerMetrics(assistants=runners),
         leases=LeaseKeeper(db_engine=db_engine, redis=redis, lease_s=settings.run_lease_s, on_cancel=cancels.cancel),
     )
