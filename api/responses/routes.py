@@ -160,7 +160,9 @@ async def _answer_approvals(
                 await _collect(writer, progress)
             return JSONResponse(writer.response(), headers=headers)
         stream = _sse(stack.pop_all(), writer, progress, starting_after=0)
-    return event_stream(stream, settings=state.settings, shutdown=shutdown, headers=headers)
+    return event_stream(
+        stream, settings=state.settings, shutdown=shutdown, headers=headers, open_streams=state.metrics.open_streams
+    )
 
 
 async def _last_seq(state: AppState, run_id: str) -> int:
