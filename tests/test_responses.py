@@ -272,3 +272,30 @@ async def test_input_items_and_delete(deployment: Deployment) -> None:
         await client.responses.delete(second.id)
     # The earlier response stays.
     assert (await client.responses.retrieve(first.id)).output_text == "noted"
+
+
+async def test_openai_agents_sdk_with_its_responses_model_and_a_function_tool(
+    deployment: Deployment, fake_llm: FakeLLM
+) -> None:
+    from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, function_tool
+
+    calls: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        calls.append(city)
+        return f"sunny in {city}"
+
+    token = marker()
+    agent = Agent(
+        name="weather",
+        instructions="Answer with the weather.",
+        tools=[get_weather],
+        model=OpenAIResponsesModel(model=MODEL, openai_client=deployment.openai()),
+    )
+    result = await Runner.run(
+        agent, f'{token} [[tool:get_weather {{"city": "Oslo"}}]]', run_config=RunConfig(tracing_disabled=True)
+    )
+    assert calls == ["Oslo"]
+    assert result.final_output == "tool said: sunny in Oslo"
