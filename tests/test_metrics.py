@@ -6,11 +6,13 @@ counts a run in its job's last lines, after the client has its answer, so its co
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import socket
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -191,3 +193,16 @@ async def test_a_worker_whose_metrics_port_is_taken_stops_with_one_line(deploy: 
     log = running.worker_log(worker)
     assert f"SWITCHBOARD_WORKER_METRICS_PORT: cannot listen on 127.0.0.1:{port}" in log
     assert "Traceback" not in log
+
+
+def test_every_stream_a_surface_serves_counts_in_open_streams() -> None:
+    root = Path(__file__).resolve().parent.parent / "api"
+    uncounted = [
+        f"{path.relative_to(root.parent)}:{node.lineno}"
+        for path in root.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) == "event_stream"
+        and "open_streams" not in {keyword.arg for keyword in node.keywords}
+    ]
+    assert uncounted == [], "pass open_streams=state.metrics.open_streams to event_stream"
