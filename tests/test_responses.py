@@ -299,3 +299,21 @@ async def test_openai_agents_sdk_with_its_responses_model_and_a_function_tool(
     )
     assert calls == ["Oslo"]
     assert result.final_output == "tool said: sunny in Oslo"
+
+
+async def test_pydantic_ai_responses_model_with_a_tool_streamed_and_not(deployment: Deployment) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    agent = Agent(OpenAIResponsesModel(MODEL, provider=OpenAIProvider(openai_client=deployment.openai())))
+
+    @agent.tool_plain
+    def get_weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    result = await agent.run(f'{marker()} [[tool:get_weather {{"city": "Paris"}}]]')
+    assert result.output == "tool said: sunny in Paris"
+    async with agent.run_stream(f'{marker()} [[tool:get_weather {{"city": "Rome"}}]]') as streamed:
+        deltas = [delta async for delta in streamed.stream_text(delta=True, debounce_by=None)]
+    assert "".join(deltas) == "tool said: sunny in Rome"
