@@ -14,7 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final, Literal
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
@@ -50,6 +58,13 @@ TTFT_BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 RUN_DURATION_BUCKETS_S: Final = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
+def _registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    # The process's CPU, memory and open files (`process_*`), read from /proc at scrape time only.
+    ProcessCollector(registry=registry)
+    return registry
+
+
 def _dependency_errors(registry: CollectorRegistry) -> Counter:
     counter = Counter(
         "switchboard_dependency_errors",
@@ -66,7 +81,7 @@ class ApiMetrics:
     """What an API process records: its open streams, the queue as it sees it, its dependencies' errors."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = _registry()
         self.open_streams = Gauge(
             "switchboard_open_streams", "Server-sent event streams this API process is serving", registry=self.registry
         )
@@ -86,7 +101,7 @@ class WorkerMetrics:
     """What a worker process records about the runs it carries and the reconciler it runs."""
 
     def __init__(self, *, assistants: Iterable[str] = ()) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = _registry()
         registry = self.registry
         self.runs_started = Counter(
             "switchboard_runs_started", "Attempts of runs this worker started", ["assistant"], registry=registry
