@@ -317,3 +317,30 @@ async def test_pydantic_ai_responses_model_with_a_tool_streamed_and_not(deployme
     async with agent.run_stream(f'{marker()} [[tool:get_weather {{"city": "Rome"}}]]') as streamed:
         deltas = [delta async for delta in streamed.stream_text(delta=True, debounce_by=None)]
     assert "".join(deltas) == "tool said: sunny in Rome"
+
+
+async def test_every_object_and_event_validates_against_the_sdk_types(deployment: Deployment) -> None:
+    """The SDK's own parsing is lenient; its pydantic models, validated strictly, name a missing field."""
+    from openai.types.responses import Response, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    events = TypeAdapter(ResponseStreamEvent)
+    bodies = [
+        {"model": MODEL, "input": f"{marker()} [[reply:plain]]", "metadata": {"a": "b"}},
+        {"model": MODEL, "input": f'{marker()} [[tool:get_weather {{"city": "Oslo"}}]]', "tools": [WEATHER]},
+        {"model": MODEL, "input": f"{marker()} [[tokens:50]]", "max_output_tokens": 5},
+    ]
+    async with deployment.http() as http:
+        for body in bodies:
+            answered = await http.post("/v1/responses", json=body)
+            assert answered.status_code == 200, answered.text
+            Response.model_validate(answered.json())
+            streamed = await http.post("/v1/responses", json={**body, "stream": True})
+            blocks = [block for block in streamed.text.split("\n\n") if "data: " in block]
+            for block in blocks:
+                data = json.loads(block.split("data: ", 1)[1])
+                events.validate_python(data)
+            queued = await http.post("/v1/responses", json={**body, "background": True})
+            Response.model_validate(queued.json())
+            polled = await http.get(f"/v1/responses/{queued.json()['id']}")
+            Response.model_validate(polled.json())
