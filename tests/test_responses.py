@@ -42,6 +42,7 @@ async def test_create_returns_a_complete_response(deployment: Deployment, fake_l
         temperature=0.5,
         max_output_tokens=100,
         metadata={"k": "v"},
+        reasoning={"effort": "low"},
     )
     assert response.id.startswith("resp_")
     assert response.object == "response"
@@ -61,7 +62,8 @@ async def test_create_returns_a_complete_response(deployment: Deployment, fake_l
     assert message.type == "message" and message.role == "assistant" and message.status == "completed"
     [sent] = requests_with(fake_llm, token)
     assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
-    assert sent["temperature"] == 0.5
+    assert sent["temperature"] == 0.5 and sent["reasoning_effort"] == "low"
+    assert response.reasoning is not None and response.reasoning.effort == "low"
     # Read back: the same answer.
     again = await client.responses.retrieve(response.id)
     assert again.status == "completed" and again.output_text == "Hello there" and again.id == response.id

@@ -234,6 +234,7 @@ def _run_request(
             top_p=body.top_p,
             max_completion_tokens=body.max_output_tokens,
             parallel_tool_calls=body.parallel_tool_calls,
+            reasoning_effort=body.reasoning.effort if body.reasoning else None,
             response_format=_response_format(body),
         ),
     )
@@ -290,7 +291,7 @@ def _echo(body: ResponseCreateRequest, *, conversation_key: str | None) -> dict[
         "store": body.store,
         "background": body.background,
         "user": body.user,
-        "reasoning": None,
+        "reasoning": {"effort": body.reasoning.effort, "summary": None} if body.reasoning else None,
         "service_tier": "default",
     }
 

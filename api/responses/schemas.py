@@ -35,6 +35,14 @@ class TextConfig(BaseModel):
     format: dict[str, Any] | None = None
 
 
+class ReasoningConfig(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    # Passed to the provider as `reasoning_effort`.
+    effort: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    summary: str | None = None
+
+
 class ResponseCreateRequest(BaseModel):
     """`POST /v1/responses`."""
 
@@ -57,6 +65,9 @@ class ResponseCreateRequest(BaseModel):
     conversation: Annotated[str, Field(min_length=1)] | ConversationRef | None = None
     text: TextConfig | None = None
     truncation: Literal["auto", "disabled"] | None = None
+    reasoning: ReasoningConfig | None = None
+    # Extra output the client asks for (log probabilities, encrypted reasoning): none is produced yet.
+    include: list[str] | None = None
     user: str | None = None
 
     def conversation_id(self) -> str | None:
