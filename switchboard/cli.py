@@ -16,7 +16,6 @@ import sniffio
 
 from domain.errors import ConfigurationError
 from domain.logging import configure_logging, get_logger
-from domain.run_views import RUN_STATUSES
 from domain.settings import Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -93,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = action("list", "list runs, newest first", "Reads SWITCHBOARD_DATABASE_URL.")
     listing.add_argument("--user", help="only this user's runs")
-    listing.add_argument("--status", choices=RUN_STATUSES, help="only runs in this state")
+    listing.add_argument(
+        "--status",
+        metavar="S",
+        help="only runs in this state: queued, running, awaiting_approval, succeeded, failed or cancelled",
+    )
     listing.add_argument("--limit", type=_positive, default=20, help="at most this many runs (default: 20)")
     listing.add_argument("--json", action="store_true", dest="as_json", help="print a JSON array")
     show = action(
@@ -126,7 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "status", None) is not None:
+        # Checked here rather than with `choices`, which would load the models for every `--help`.
+        from domain.run_views import RUN_STATUSES
+
+        if args.status not in RUN_STATUSES:
+            parser.error(f"argument --status: invalid choice: {args.status!r} (choose from {', '.join(RUN_STATUSES)})")
 
     try:
         if args.command == "dev":

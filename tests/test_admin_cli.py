@@ -19,10 +19,16 @@ import httpx2
 from redis import asyncio as aioredis
 
 from domain import keys
+from domain.run_views import RUN_STATUSES
 from tests._services import free_port
 from tests.deployment import Deployment
+from tests.test_approvals import paused
+from tests.test_assistants_file import deployed, web_server, workdir
+from tests.test_assistants_file import marker as approval_marker
 from tests.test_cli import clean_env, run_switchboard
 from tests.test_openai_wire import CHAT, MODEL, marker, user
+
+__all__ = ["deployed", "web_server", "workdir"]  # fixtures: the assistants file whose tool needs approval
 
 EXIT_FAILED = 1
 
@@ -111,10 +117,14 @@ HELP = {
 
 async def test_every_command_says_what_it_does_and_which_settings_it_reads(tmp_path: Path) -> None:
     env = clean_env()
-    top, *results = await asyncio.gather(
-        run_switchboard("--help", env=env, cwd=tmp_path),
-        *(run_switchboard(*command, "--help", env=env, cwd=tmp_path) for command in HELP),
-    )
+    # A few at a time: a dozen interpreters starting at once on a small, busy machine time out.
+    gate = asyncio.Semaphore(3)
+
+    async def helped(*command: str) -> tuple[int, str, str]:
+        async with gate:
+            return await run_switchboard(*command, "--help", env=env, cwd=tmp_path, timeout_s=60)
+
+    top, *results = await asyncio.gather(helped(), *(helped(*command) for command in HELP))
     assert top[0] == 0 and "status" in top[1] and "runs" in top[1] and "--version" in top[1]
     for (command, (does, settings)), (code, stdout, stderr) in zip(HELP.items(), results, strict=True):
         assert code == 0, stderr
@@ -123,6 +133,8 @@ async def test_every_command_says_what_it_does_and_which_settings_it_reads(tmp_p
         assert does in flat, f"`{' '.join(command)} --help` does not say what it does:\n{stdout}"
         for setting in settings:
             assert setting in flat, f"`{' '.join(command)} --help` does not name {setting}:\n{stdout}"
+    listing_help = " ".join(results[list(HELP).index(("runs", "list"))][1].split())
+    assert all(status in listing_help for status in RUN_STATUSES), listing_help
 
 
 # ------------------------------------------------------------------ status
@@ -373,3 +385,26 @@ async def test_retry_refuses_a_running_run(deployment: Deployment, tmp_path: Pat
             await admin_ok(deployment, tmp_path, "runs", "cancel", run_id)
             await asyncio.wait_for(hanging, 30)
     assert code == EXIT_FAILED and "it is running" in stderr
+
+
+# ------------------------------------------------------------------ a run awaiting approval
+
+
+async def test_show_lists_the_pending_approval_and_cancel_ends_the_wait(deployed: Deployment, tmp_path: Path) -> None:
+    mark = approval_marker()
+    run_id, pending = await paused(deployed, mark)
+
+    shown = await admin_ok(deployed, tmp_path, "runs", "show", run_id)
+    assert "awaiting_approval" in shown and "approvals     1 pending" in shown
+    assert f"{pending['call_id']}  box.append_line" in shown and mark in shown
+    detail = json.loads(await admin_ok(deployed, tmp_path, "runs", "show", run_id, "--json"))
+    [call] = detail["pending_approvals"]
+    assert call["call_id"] == pending["call_id"] and call["arguments"] == {"text": mark}
+    waiting = json.loads(await admin_ok(deployed, tmp_path, "runs", "list", "--status", "awaiting_approval", "--json"))
+    assert run_id in [run["id"] for run in waiting]
+
+    code, _, stderr = await admin(deployed, tmp_path, "runs", "retry", run_id)
+    assert code == EXIT_FAILED and "waiting for its owner to approve" in stderr
+    said = await admin_ok(deployed, tmp_path, "runs", "cancel", run_id)
+    assert said.strip() == f"{run_id}: cancelled (it was awaiting_approval)"
+    assert await wait_for_status(deployed, run_id, {"cancelled"}, timeout_s=0.1) == "cancelled"
