@@ -346,3 +346,39 @@ async def test_every_object_and_event_validates_against_the_sdk_types(deployment
             Response.model_validate(queued.json())
             polled = await http.get(f"/v1/responses/{queued.json()['id']}")
             Response.model_validate(polled.json())
+
+
+async def test_a_finished_response_is_read_back_from_the_database_once_its_events_are_gone(
+    deployment: Deployment,
+) -> None:
+    from redis.asyncio import Redis
+
+    from domain import keys
+
+    client = deployment.openai()
+    answered = await client.responses.create(model=MODEL, input=f"{marker()} [[reply:kept for good]]")
+    run_id = "run_" + answered.id.removeprefix("resp_")
+    redis = Redis.from_url(deployment.redis_url)
+    try:
+        await redis.delete(keys.run_log(run_id), keys.run_seq(run_id))
+    finally:
+        await redis.aclose()
+    again = await client.responses.retrieve(answered.id)
+    assert again.status == "completed" and again.output_text == "kept for good"
+    events = [event async for event in await client.responses.retrieve(answered.id, stream=True)]
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "kept for good"
+
+
+async def test_a_named_conversation_and_an_unstored_response(deployment: Deployment, fake_llm: FakeLLM) -> None:
+    token, name = marker(), "conv-" + marker()
+    client = deployment.openai()
+    first = await client.responses.create(model=MODEL, input=f"{token} first [[reply:one]]", conversation=name)
+    assert first.conversation is not None and first.conversation.id == name
+    await client.responses.create(model=MODEL, input="second [[reply:two]]", conversation={"id": name})
+    sent = requests_with(fake_llm, token)[-1]
+    assert "one" in [message.get("content") for message in sent["messages"]]
+    unstored = await client.responses.create(model=MODEL, input=f"{marker()} [[reply:gone]]", store=False)
+    assert unstored.store is False and unstored.conversation is None
+    with pytest.raises(openai.BadRequestError):
+        await client.responses.create(model=MODEL, input="x", previous_response_id=unstored.id)
