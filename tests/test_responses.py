@@ -382,3 +382,24 @@ async def test_a_named_conversation_and_an_unstored_response(deployment: Deploym
     assert unstored.store is False and unstored.conversation is None
     with pytest.raises(openai.BadRequestError):
         await client.responses.create(model=MODEL, input="x", previous_response_id=unstored.id)
+
+
+async def test_a_provider_that_refuses_the_input(deployment: Deployment) -> None:
+    from openai.types.responses import ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    client = deployment.openai()
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.responses.create(model=MODEL, input=f"{marker()} [[error:400 no such thing]]")
+    assert refused.value.code == "provider_rejected"
+    async with deployment.http() as http:
+        streamed = await http.post(
+            "/v1/responses", json={"model": MODEL, "input": f"{marker()} [[error:400 nope]]", "stream": True}
+        )
+    events = [json.loads(block.split("data: ", 1)[1]) for block in streamed.text.split("\n\n") if "data: " in block]
+    for event in events:
+        TypeAdapter(ResponseStreamEvent).validate_python(event)
+    assert events[-1]["type"] == "response.failed"
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_prompt"
+    assert "provider_rejected" in failed["error"]["message"]

@@ -125,7 +125,9 @@ class ResponseWriter:
                 return [*self._close_all(), self._finish("response.incomplete")]
             case Failed():
                 self.status = "failed"
-                self.error = {"code": progress.code, "message": progress.message}
+                # The Responses error codes are a closed set: ours is named in the message.
+                code = "invalid_prompt" if progress.code == "provider_rejected" else "server_error"
+                self.error = {"code": code, "message": f"{progress.message} ({progress.code})"}
                 return [*self._close_all(), self._finish("response.failed")]
             case Detached():
                 self.broken = True
