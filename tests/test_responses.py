@@ -403,3 +403,23 @@ async def test_a_provider_that_refuses_the_input(deployment: Deployment) -> None
     failed = events[-1]["response"]
     assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_prompt"
     assert "provider_rejected" in failed["error"]["message"]
+
+
+async def test_an_image_part_reaches_the_model(deployment: Deployment, fake_llm: FakeLLM) -> None:
+    token = marker()
+    pixel = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    await deployment.openai().responses.create(
+        model=MODEL,
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": f"{token} what is this? [[reply:a pixel]]"},
+                    {"type": "input_image", "image_url": pixel, "detail": "low"},
+                ],
+            }
+        ],
+    )
+    [sent] = requests_with(fake_llm, token)
+    parts = sent["messages"][-1]["content"]
+    assert {"type": "image_url", "image_url": {"url": pixel, "detail": "low"}} in parts
