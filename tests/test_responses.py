@@ -407,7 +407,9 @@ async def test_a_provider_that_refuses_the_input(deployment: Deployment) -> None
 
 async def test_an_image_part_reaches_the_model(deployment: Deployment, fake_llm: FakeLLM) -> None:
     token = marker()
-    pixel = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    pixel = "data:image/png;base64," + (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    )
     await deployment.openai().responses.create(
         model=MODEL,
         input=[
