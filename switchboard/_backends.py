@@ -54,6 +54,8 @@ def redis_address(settings: Settings) -> str:
 
 def unreachable_database(settings: Settings, exc: BaseException) -> str:
     cause = exc.__cause__ or exc
+    # SQLAlchemy's wrapper leads with its own class names; the driver's words are the useful part.
+    cause = getattr(cause, "orig", None) or cause
     return f"the database is unreachable at {database_address(settings)} (SWITCHBOARD_DATABASE_URL): {_short(cause)}"
 
 

@@ -167,6 +167,11 @@ async def test_status_reports_each_unreachable_dependency_on_one_line(deployment
     report = json.loads(stdout)
     assert report["redis"]["reachable"] is False and report["database"]["reachable"] is False
 
+    code, stdout, stderr = await admin(deployment, tmp_path, "runs", "list", SWITCHBOARD_DATABASE_URL=nowhere_db)
+    assert code == EXIT_FAILED and stdout == "" and "Traceback" not in stderr
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("switchboard: the database is unreachable") and "SWITCHBOARD_DATABASE_URL" in line
+
 
 async def test_status_shows_the_live_worker_the_queue_and_the_last_hour(deployment: Deployment, tmp_path: Path) -> None:
     conversation = f"admin-status-{marker()}"
@@ -231,7 +236,7 @@ async def test_runs_list_and_show_after_a_real_run(deployment: Deployment, tmp_p
     detail = json.loads(await admin_ok(deployment, tmp_path, "runs", "show", run_id, "--json"))
     assert detail["id"] == run_id and detail["user_id"] == "bob" and detail["pending_approvals"] == []
 
-    code, _stdout, stderr = await admin(deployment, tmp_path, "runs", "show", "run_000000000000000000000000")
+    code, _, stderr = await admin(deployment, tmp_path, "runs", "show", "run_000000000000000000000000")
     assert code == EXIT_FAILED and stderr.strip() == "switchboard: no run run_000000000000000000000000"
     code, _, stderr = await admin(deployment, tmp_path, "runs", "list", "--status", "nonsense")
     assert code == 2 and "invalid choice" in stderr
@@ -311,8 +316,12 @@ async def test_retry_a_failed_run_as_a_new_run_in_its_conversation(deployment: D
     messages = await deployment.messages("alice", conversation)
     assert [message["content"] for message in messages if message["role"] == "user"] == [question]
 
-    code, _stdout, stderr = await admin(deployment, tmp_path, "runs", "retry", old_id)
+    code, _, stderr = await admin(deployment, tmp_path, "runs", "retry", old_id)
     assert code == EXIT_FAILED and stderr.strip() == f"switchboard: {old_id} was retried already, as {new_id}"
+    nowhere_redis = f"redis://127.0.0.1:{free_port()}/0"
+    code, _, stderr = await admin(deployment, tmp_path, "runs", "retry", new_id, SWITCHBOARD_REDIS_URL=nowhere_redis)
+    [line] = stderr.strip().splitlines()
+    assert code == EXIT_FAILED and "Redis is unreachable" in line and "SWITCHBOARD_REDIS_URL" in line
     assert len(await runs_of(deployment, conversation)) == 2
 
 
