@@ -425,3 +425,18 @@ async def test_an_image_part_reaches_the_model(deployment: Deployment, fake_llm:
     [sent] = requests_with(fake_llm, token)
     parts = sent["messages"][-1]["content"]
     assert {"type": "image_url", "image_url": {"url": pixel, "detail": "low"}} in parts
+
+
+async def test_polling_an_unfinished_response_shows_its_output_so_far(deployment: Deployment) -> None:
+    client = deployment.openai()
+    queued = await client.responses.create(
+        model=MODEL, input=f"{marker()} [[tokens:200]] [[tokendelay:0.05]]", background=True
+    )
+    for _ in range(100):
+        polled = await client.responses.retrieve(queued.id)
+        if polled.output:
+            break
+        await asyncio.sleep(0.05)
+    assert polled.status == "in_progress"
+    assert polled.output_text.startswith("tok ") and polled.output[0].status == "in_progress"
+    assert (await client.responses.cancel(queued.id)).status == "cancelled"

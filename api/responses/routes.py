@@ -46,6 +46,8 @@ from domain.run_views import RunView, unix_seconds
 _RESPONSE_ID = re.compile(r"^resp_([0-9a-f]{24})$")
 # How long `POST /v1/responses/{id}/cancel` waits for the run to stop before answering as it stands.
 CANCEL_WAIT_S = 5.0
+# How long polling an unfinished response reads its replay log for the output so far.
+PARTIAL_READ_S = 0.25
 QUEUED_STATUS = {"queued": "queued", "running": "in_progress", "awaiting_approval": "in_progress"}
 
 
@@ -436,15 +438,16 @@ async def delete_response(request: Request) -> Response:
 
 async def _as_it_stands(state: AppState, run: RunView, writer: ResponseWriter) -> dict[str, Any]:
     """A finished run's whole Response (its events replayed, or its stored outcome); an unfinished
-    one's status alone."""
-    if run.status not in (*FINISHED, "awaiting_approval"):
-        writer.status = QUEUED_STATUS.get(run.status, "in_progress")
-        return writer.response()
+    one's output so far: what its replay log gives within `PARTIAL_READ_S`."""
+    finished = run.status in (*FINISHED, "awaiting_approval")
     async with state.hub.subscribe(run.id) as subscription:
         await subscription.ready()
         # The writer keeps a failure as the Response's `error`.
-        with contextlib.suppress(RunFailure):
+        with contextlib.suppress(RunFailure), anyio.move_on_after(None if finished else PARTIAL_READ_S):
             await _collect(writer, follow_run(state, subscription, from_start=True))
+    if writer.status in ("queued", "in_progress"):
+        # Still going (it may have ended since its row was read: the next poll says so).
+        writer.status = QUEUED_STATUS.get(run.status, "in_progress") if not writer.output else "in_progress"
     return writer.response()
 
 
