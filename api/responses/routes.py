@@ -443,8 +443,15 @@ async def _as_it_stands(state: AppState, run: RunView, writer: ResponseWriter) -
     async with state.hub.subscribe(run.id) as subscription:
         await subscription.ready()
         # The writer keeps a failure as the Response's `error`.
-        with contextlib.suppress(RunFailure), anyio.move_on_after(None if finished else PARTIAL_READ_S):
-            await _collect(writer, follow_run(state, subscription, from_start=True))
+        progress = follow_run(state, subscription, from_start=True)
+        try:
+            with contextlib.suppress(RunFailure), anyio.move_on_after(None if finished else PARTIAL_READ_S):
+                await _collect(writer, progress)
+        finally:
+            # Stopped mid-way: closed here, while its subscription is still open.
+            close = getattr(progress, "aclose", None)
+            if close is not None:
+                await close()
     if writer.status in ("queued", "in_progress"):
         # Still going (it may have ended since its row was read: the next poll says so).
         writer.status = QUEUED_STATUS.get(run.status, "in_progress") if not writer.output else "in_progress"
