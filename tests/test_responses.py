@@ -113,6 +113,8 @@ async def test_function_tool_round_trip(deployment: Deployment, fake_llm: FakeLL
     )
     [call] = first.output
     assert call.type == "function_call" and call.name == "get_weather"
+    [asked] = requests_with(fake_llm, token)
+    assert asked["tools"][0]["function"]["name"] == "get_weather"
     assert json.loads(call.arguments) == {"city": "Oslo"}
     assert first.tools[0].name == "get_weather"
     second = await client.responses.create(
@@ -236,6 +238,22 @@ async def test_cancel_a_background_response(deployment: Deployment) -> None:
             "previous_response_id",
         ),
         ({"model": MODEL, "input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format"),
+        ({"model": MODEL, "input": "x", "tool_choice": {"type": "file_search"}}, "tool_choice"),
+        (
+            {"model": MODEL, "input": [{"type": "mcp_approval_response", "approval_request_id": "c", "approve": True}]},
+            "previous_response_id",
+        ),
+        (
+            {
+                "model": MODEL,
+                "input": [
+                    {"type": "mcp_approval_response", "approval_request_id": "c", "approve": True},
+                    {"role": "user", "content": "x"},
+                ],
+            },
+            "input",
+        ),
+        ({"model": MODEL, "input": [{"role": "assistant", "content": "only me"}]}, "input"),
     ],
 )
 async def test_bad_input_is_400(deployment: Deployment, body: dict[str, Any], param: str) -> None:
@@ -440,3 +458,18 @@ async def test_polling_an_unfinished_response_shows_its_output_so_far(deployment
     assert polled.status == "in_progress"
     assert polled.output_text.startswith("tok ") and polled.output[0].status == "in_progress"
     assert (await client.responses.cancel(queued.id)).status == "cancelled"
+
+
+async def test_tool_choice_and_parallel_tool_calls_reach_the_model(deployment: Deployment, fake_llm: FakeLLM) -> None:
+    token = marker()
+    response = await deployment.openai().responses.create(
+        model=MODEL,
+        input=f'{token} [[tool:get_weather {{"city": "Lima"}}]]',
+        tools=[WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"},
+        parallel_tool_calls=False,
+    )
+    assert response.parallel_tool_calls is False
+    [sent] = requests_with(fake_llm, token)
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert sent["parallel_tool_calls"] is False
