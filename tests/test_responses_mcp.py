@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import openai
+import pytest
+
 from tests.deployment import Deployment
 from tests.test_assistants_file import deployed, lines, marker, web_server, workdir
 
@@ -52,3 +55,34 @@ async def test_an_approval_request_answered_by_an_approval_response(deployed: De
     assert call.name == "box.append_line" and call.status == "completed"
     assert answered.output_text.startswith("tool said:")
     assert [line for line in lines(workdir / "box.log") if mark in line] == [mark]
+    # Read back, the paused response is all its run said: the question, then the call and the answer.
+    whole = await client.responses.retrieve(paused.id)
+    assert [item.type for item in whole.output] == ["message", "mcp_call", "message"]
+    assert whole.output_text.endswith(answered.output_text)
+    events = [event async for event in await client.responses.retrieve(paused.id, stream=True)]
+    assert events[-1].type == "response.completed"
+    assert [event.sequence_number for event in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_denied_approval_streamed(deployed: Deployment, workdir: Path) -> None:
+    mark = marker()
+    client = deployed.openai()
+    paused = await client.responses.create(model=MODEL, input=f'[[tool:box_append_line {{"text": "{mark}"}}]]')
+    [request] = [item for item in paused.output if item.type == "mcp_approval_request"]
+    stream = await client.responses.create(
+        model=MODEL,
+        previous_response_id=paused.id,
+        input=[{"type": "mcp_approval_response", "approval_request_id": request.id, "approve": False, "reason": "no"}],
+        stream=True,
+    )
+    events = [event async for event in stream]
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert [event.sequence_number for event in events] == list(range(1, len(events) + 1))
+    assert mark not in "".join(lines(workdir / "box.log"))
+    # Answering again is a conflict: the call was decided.
+    with pytest.raises(openai.ConflictError):
+        await client.responses.create(
+            model=MODEL,
+            previous_response_id=paused.id,
+            input=[{"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True}],
+        )

@@ -23,9 +23,10 @@ from api.body import read_json, validate
 from api.headers import header_text
 from api.relay.admission import idempotency_key
 from api.relay.cancel import cancel_run, wait_until_finished
+from api.relay.event_hub import Subscription
 from api.relay.follow import follow_run
 from api.relay.policy import conversation_policy
-from api.relay.progress import Detached, Failed, Restarted, RunProgress
+from api.relay.progress import AwaitingApproval, Detached, Failed, Restarted, RunProgress
 from api.relay.resume_run import enqueue_resumed
 from api.relay.sse import event_stream
 from api.relay.start import StartedRun, start_run
@@ -151,7 +152,7 @@ async def _answer_approvals(
             "metadata": body.metadata or {},
         }
         writer = _writer(run.id, run.created_at, body.model, echo)
-        progress = follow_run(state, subscription, stop=shutdown, from_start=True, after=after)
+        progress = _going_on(follow_run(state, subscription, stop=shutdown, from_start=True, after=after))
         headers = _headers(run.id, run.conversation_key)
         if not resumed:
             # Other calls of that response still wait for their answer: the run stays paused.
@@ -165,6 +166,50 @@ async def _answer_approvals(
     return event_stream(
         stream, settings=state.settings, shutdown=shutdown, headers=headers, open_streams=state.metrics.open_streams
     )
+
+
+async def _whole_run(
+    state: AppState, subscription: Subscription, run: RunView, *, stop: anyio.Event | None = None
+) -> AsyncIterator[RunProgress]:
+    """The run from its first event, across the pauses its owner has decided: a response read back is
+    all it said, not only what came before its first pause."""
+    # A pause is over when the run has gone on since: it is not the run's state now, or it is not its last event.
+    last_seq = await _last_seq(state, run.id) if run.status == "awaiting_approval" else None
+
+    async def events() -> AsyncIterator[RunProgress]:
+        after = 0
+        while True:
+            followed = follow_run(state, subscription, stop=stop, from_start=True, after=after)
+            progress_items = _going_on(followed) if after else followed
+            resumed_at = None
+            async for progress in progress_items:
+                if (
+                    isinstance(progress, AwaitingApproval)
+                    and progress.seq
+                    and (last_seq is None or progress.seq < last_seq)
+                ):
+                    resumed_at = progress.seq
+                    break
+                yield progress
+            close = getattr(followed, "aclose", None)
+            if close is not None:
+                await close()
+            if resumed_at is None:
+                return
+            after = resumed_at
+
+    return events()
+
+
+async def _going_on(progress_items: AsyncIterator[RunProgress]) -> AsyncIterator[RunProgress]:
+    """A paused run followed from its pause: the attempt that goes on starts anew, which is no restart
+    of anything this response showed."""
+    said = False
+    async for progress in progress_items:
+        if isinstance(progress, Restarted) and not said:
+            continue
+        said = True
+        yield progress
 
 
 async def _last_seq(state: AppState, run_id: str) -> int:
@@ -358,7 +403,7 @@ async def retrieve_response(request: Request) -> Response:
         async with stack:
             subscription = await stack.enter_async_context(state.hub.subscribe(run.id))
             await subscription.ready()
-            progress = follow_run(state, subscription, stop=shutdown, from_start=True)
+            progress = await _whole_run(state, subscription, run, stop=shutdown)
             stream = _sse(stack.pop_all(), writer, progress, starting_after=starting_after)
         return event_stream(
             stream,
@@ -443,7 +488,7 @@ async def _as_it_stands(state: AppState, run: RunView, writer: ResponseWriter) -
     async with state.hub.subscribe(run.id) as subscription:
         await subscription.ready()
         # The writer keeps a failure as the Response's `error`.
-        progress = follow_run(state, subscription, from_start=True)
+        progress = await _whole_run(state, subscription, run)
         try:
             with contextlib.suppress(RunFailure), anyio.move_on_after(None if finished else PARTIAL_READ_S):
                 await _collect(writer, progress)
