@@ -37,6 +37,9 @@ class ModelInput(BaseModel):
     tools: list[ToolDefinition] | None = None
     tool_choice: ToolChoice | None = None
     params: ModelParams = Field(default_factory=ModelParams)
+    # What the surface that started the run repeats about the request whenever it shows the run again
+    # (the Responses API's `metadata`, `text`, `background`...). Kept with the run; the model never sees it.
+    echo: dict[str, Any] | None = None
 
     def stored_input(self) -> dict[str, Any]:
         """The model input as the run's row keeps it: only what differs from the defaults."""

@@ -189,11 +189,17 @@ async def test_unknown_previous_response_is_404_and_other_users_cannot_see_it(de
 async def test_background_poll_resume_and_cancel(deployment: Deployment) -> None:
     client = deployment.openai()
     queued = await client.responses.create(
-        model=MODEL, input=f"{marker()} [[reply:done in the background]] [[delay:0.5]]", background=True
+        model=MODEL,
+        input=f"{marker()} [[reply:done in the background]] [[delay:0.5]]",
+        background=True,
+        metadata={"ticket": "42"},
+        truncation="auto",
     )
     assert queued.status == "queued" and queued.background is True
     polled = await client.responses.retrieve(queued.id)
     assert polled.status in ("queued", "in_progress", "completed")
+    # What the request said of itself is kept with its run, for whoever reads it back.
+    assert polled.background is True and polled.metadata == {"ticket": "42"} and polled.truncation == "auto"
     for _ in range(100):
         polled = await client.responses.retrieve(queued.id)
         if polled.status == "completed":

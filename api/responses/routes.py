@@ -284,6 +284,7 @@ def _run_request(
             reasoning_effort=body.reasoning.effort if body.reasoning else None,
             response_format=_response_format(body),
         ),
+        echo=_kept_echo(body),
     )
 
 
@@ -343,6 +344,15 @@ def _echo(body: ResponseCreateRequest, *, conversation_key: str | None) -> dict[
     }
 
 
+# What a response repeats of its request that the run's model input does not already hold.
+_KEPT_ECHO = ("metadata", "text", "truncation", "previous_response_id", "background", "user", "reasoning")
+
+
+def _kept_echo(body: ResponseCreateRequest) -> dict[str, Any]:
+    echo = _echo(body, conversation_key=None)
+    return {key: echo[key] for key in _KEPT_ECHO}
+
+
 def _echo_of_spec(spec: dict[str, Any] | None, *, conversation_key: str | None) -> dict[str, Any]:
     """The echo of a response read back later: what its run's row kept of the request."""
     model_input = ModelInput.model_validate(spec or {})
@@ -372,6 +382,7 @@ def _echo_of_spec(spec: dict[str, Any] | None, *, conversation_key: str | None) 
         "user": None,
         "reasoning": None,
         "service_tier": "default",
+        **(model_input.echo or {}),
     }
 
 
