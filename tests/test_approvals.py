@@ -70,6 +70,20 @@ async def until_status(running: Deployment, run_id: str, *statuses: str, timeout
         await asyncio.sleep(0.1)
 
 
+async def kill_the_worker_once_it_acted(running: Deployment, log: Path, mark: str) -> None:
+    """SIGKILL the deployment's one worker as soon as the approved call's effect (a line with `mark` in
+    `log`) shows, before its run can finish, and start another in its place."""
+    [worker] = running.live_workers()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while mark not in "".join(lines(log)):
+        assert loop.time() < deadline, "the approved call never happened"
+        await asyncio.sleep(0.02)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    running.start_worker()
+
+
 async def paused(
     running: Deployment, mark: str, *, conversation: str | None = None, also: str = ""
 ) -> tuple[str, dict[str, Any]]:
@@ -191,17 +205,9 @@ async def test_a_worker_killed_right_after_the_approved_call_does_not_repeat_it(
     mark = marker()
     # Each model step waits a while, so the worker is mid-run, past the call, when it is killed.
     run_id, pending = await paused(deployed, mark, also="[[delay:2]]")
-    [worker] = deployed.live_workers()
     response = await decide(deployed, run_id, {"call_id": pending["call_id"], "decision": "approve"})
     assert response.status_code == 200
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while mark not in "".join(lines(workdir / "box.log")):
-        assert loop.time() < deadline, "the approved call never happened"
-        await asyncio.sleep(0.02)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(10)
-    deployed.start_worker()
+    await kill_the_worker_once_it_acted(deployed, workdir / "box.log", mark)
     done = await until_status(deployed, run_id, "succeeded", "failed", timeout_s=90)
     assert done["status"] == "succeeded", done
     assert [line for line in lines(workdir / "box.log") if mark in line] == [mark]

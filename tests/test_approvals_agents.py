@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from agents.usage import Usage
 from domain.run_request import CallDecision
 from tests.deployment import Deployment
 from tests.fake_llm import FakeLLM, Script
+from tests.test_approvals import kill_the_worker_once_it_acted
 from tests.test_assistants_file import deployed, lines, marker, requests_with, run_events, web_server, workdir
 from tests.test_runs_api import sse_events
 from workers.agents_pause import paused_state, resumed_state
@@ -184,16 +184,8 @@ async def test_a_worker_killed_right_after_the_approved_call_does_not_repeat_it(
     mark = marker()
     # Each model step waits a while, so the worker is mid-run, past the call, when it is killed.
     _, run_id, pending = await paused(deployed, mark, also="[[delay:2]]")
-    [worker] = deployed.live_workers()
     await decide(deployed, run_id, {"call_id": pending["call_id"], "decision": "approve"})
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while mark not in "".join(lines(workdir / "box.log")):
-        assert loop.time() < deadline, "the approved call never happened"
-        await asyncio.sleep(0.02)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(10)
-    deployed.start_worker()
+    await kill_the_worker_once_it_acted(deployed, workdir / "box.log", mark)
     # The next attempt goes on from the same state: the SDK calls the tool again, and gets the result
     # recorded the first time instead of a second effect.
     done = await until_status(deployed, run_id, "succeeded", "failed", timeout_s=90)
