@@ -59,7 +59,7 @@ async def unavailable_on_connection_errors() -> AsyncIterator[None]:
     try:
         yield
     except (OperationalError, DBAPIError) as exc:
-        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        if isinstance(exc, OperationalError) or exc.connection_invalidated or _says_unavailable(exc):
             raise DatabaseUnavailable("the database is unreachable") from exc
         raise
     except StatementError as exc:
@@ -68,6 +68,18 @@ async def unavailable_on_connection_errors() -> AsyncIterator[None]:
         raise
     except (OSError, TimeoutError) as exc:
         raise DatabaseUnavailable("the database is unreachable") from exc
+
+
+# SQLSTATEs a server sends while it goes away or is not there yet: class 08 (connection exceptions),
+# 53300 (too many connections), 57P01-57P03 (shut down by an operator, crashed, starting up). A
+# `pg_ctl stop -m fast` reaches a client mid-statement as 57P01 before its connection reads as
+# closed, so SQLAlchemy does not mark it invalidated.
+_UNAVAILABLE_STATES = ("08", "53300", "57P01", "57P02", "57P03")
+
+
+def _says_unavailable(exc: DBAPIError) -> bool:
+    state = getattr(exc.orig, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_UNAVAILABLE_STATES)
 
 
 async def ping(engine: AsyncEngine) -> None:
