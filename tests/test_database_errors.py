@@ -17,7 +17,8 @@ async def test_a_server_that_refuses_new_connections_reads_as_unavailable(postgr
     # a role with a connection limit of 0 is the way to get such a refusal (53300) on demand.
     name = f"refused_{marker()}".lower()
     admin = create_engine(postgres_url, pool_size=1)
-    refusing = create_engine(make_url(postgres_url).set(username=name, password=None).render_as_string(False), pool_size=1)
+    refused_url = make_url(postgres_url).set(username=name, password=None)
+    refusing = create_engine(refused_url.render_as_string(False), pool_size=1)
     try:
         async with admin.connect() as connection:
             connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
