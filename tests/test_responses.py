@@ -271,6 +271,19 @@ async def test_bad_input_is_400(deployment: Deployment, body: dict[str, Any], pa
     assert set(error) == {"message", "type", "param", "code"}
 
 
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [("stream=true&starting_after=%C2%B2", "starting_after"), ("limit=%C2%B2", "limit"), ("limit=0", "limit")],
+)
+async def test_bad_query_parameters_are_400(deployment: Deployment, query: str, param: str) -> None:
+    created = await deployment.openai().responses.create(model=MODEL, input="[[reply:fine]] hi")
+    path = f"/v1/responses/{created.id}" + ("/input_items" if param == "limit" else "")
+    async with deployment.http() as client:
+        response = await client.get(f"{path}?{query}")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
 async def test_unknown_response_is_404(deployment: Deployment) -> None:
     with pytest.raises(openai.NotFoundError):
         await deployment.openai().responses.retrieve("resp_" + "0" * 24)

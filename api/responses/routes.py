@@ -40,6 +40,7 @@ from domain.content import check_part_sizes
 from domain.database import unavailable_on_connection_errors
 from domain.errors import InvalidRequest, NotFound, RunFailure, ServiceUnavailable, SwitchboardError
 from domain.models import FINISHED, Run
+from domain.pagination import parse_whole_number
 from domain.passthrough import check_passable
 from domain.run_request import ModelInput, RunRequest
 from domain.run_views import RunView, unix_seconds
@@ -447,9 +448,8 @@ async def list_input_items(request: Request) -> Response:
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidRequest("order must be asc or desc", param="order")
-    limit = _whole_number(request.query_params.get("limit"), param="limit") or 20
-    if not 1 <= limit <= 100:
-        raise InvalidRequest("limit must be between 1 and 100", param="limit")
+    raw_limit = request.query_params.get("limit")
+    limit = 20 if raw_limit is None else parse_whole_number(raw_limit, param="limit", minimum=1, maximum=100)
     async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
         stored = await run_items.input_messages(connection, user_id=user_id, run_id=run.id)
     items = [input_item(message) for message in stored]
@@ -584,9 +584,7 @@ def _sse_event(event: dict[str, Any]) -> dict[str, str]:
 def _whole_number(raw: str | None, *, param: str) -> int:
     if raw is None or not raw.strip():
         return 0
-    if not raw.strip().isdigit():
-        raise InvalidRequest(f"{param} must be a whole number", param=param)
-    return int(raw)
+    return parse_whole_number(raw, param=param)
 
 
 def _headers(run_id: str, conversation_key: str | None) -> dict[str, str]:
