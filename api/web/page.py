@@ -1,8 +1,10 @@
 """The web page: `/` and its assets under `/static/`, straight from `api/web/static/`.
 
 A chat with the todo assistant (through the todo API) or any other assistant of `/v1/models`
-(through Chat Completions), with its tasks, its runs' tool calls, Stop, and a card per tool call a run
-stopped at for approval (decided through the runs API).
+(through Chat Completions), with its tasks, its runs' tool calls (a line in words, the tool's name,
+arguments and result behind a toggle), Stop, and a card per tool call a run stopped at for approval
+(decided through the runs API). The round mark beside a pending task completes it with the todo
+assistant's own `complete_task` tool, called over `/mcp` with the user's credential.
 
 Plain files, no build step and nothing fetched from elsewhere at run time, so a fresh clone serves
 them. The page is public (it holds no data); every data call it makes carries the user's key.

@@ -591,7 +591,7 @@
     if (message.run_id) reply.el.dataset.runId = message.run_id;
     for (const call of message.tool_calls || []) {
       reply.toolCall(call.tool, call.args);
-      reply.toolResult(call.tool, call.result);
+      reply.toolResult(call.tool, call.result, call.is_error === true);
     }
     if (message.content) reply.text(message.content);
     if (stopped) reply.markStopped();
@@ -632,14 +632,14 @@
         pending.push(chip);
         segment = null; // text after a tool call starts a new paragraph
       },
-      toolResult(tool, result) {
+      toolResult(tool, result, isError = false) {
         let index = pending.findIndex((chip) => chip.tool === tool);
         if (index === -1) {
           reply.toolCall(tool, undefined);
           index = pending.length - 1;
         }
         const [chip] = pending.splice(index, 1);
-        chip.resolve(result);
+        chip.resolve(result, false, isError);
       },
       error(message) {
         body.insertBefore(h("p", { class: "message-error" }, message), typing.parentNode === body ? typing : null);
@@ -689,42 +689,104 @@
     try { return JSON.parse(s); } catch { return value; }
   }
 
-  function formatValue(value) {
-    return typeof value === "string" ? `“${truncate(value, 60)}”` : truncate(JSON.stringify(value), 60);
+  const quoted = (text) => `“${truncate(String(text), 60)}”`;
+  const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
+  const taskRef = (id) => (id != null && id !== "" ? `task #${id}` : "a task");
+  const named = (ref, title) => (title ? `${ref} ${quoted(title)}` : ref);
+
+  /**
+   * The todo tools in words: what a call is doing (`running`), what it did (`done`, from its result),
+   * and what it could not do (`failed`, followed by the tool's own message). `a` is the call's
+   * arguments, `r` its result (both objects, possibly empty).
+   */
+  const TODO_WORDS = {
+    add_task: {
+      running: (a) => (a.title ? `Adding task ${quoted(a.title)}…` : "Adding a task…"),
+      done: (a, r) => `Added task ${quoted(r.title ?? a.title ?? "")}`,
+      failed: (a) => (a.title ? `Couldn't add task ${quoted(a.title)}` : "Couldn't add the task"),
+    },
+    list_tasks: {
+      running: (a) => `Looking at your ${listed(a.status)}tasks…`,
+      done: (a, r) => {
+        const items = Array.isArray(r) ? r : [];
+        if (!items.length) return `No ${listed(a.status)}tasks`;
+        const titles = items.map((item) => (item && typeof item === "object" ? item.title : null)).filter(Boolean);
+        const count = `Found ${plural(items.length, `${listed(a.status)}task`)}`;
+        return titles.length ? `${count}: ${truncate(titles.join(", "), 90)}` : count;
+      },
+      failed: () => "Couldn't list your tasks",
+    },
+    complete_task: {
+      running: (a) => `Marking ${taskRef(a.task_id)} as done…`,
+      done: (a, r) => `Marked ${named(taskRef(r.task_id ?? a.task_id), r.title)} as done`,
+      failed: (a) => `Couldn't mark ${taskRef(a.task_id)} as done`,
+    },
+    delete_task: {
+      running: (a) => `Deleting ${taskRef(a.task_id)}…`,
+      done: (a, r) => `Deleted ${named(taskRef(r.task_id ?? a.task_id), r.title)}`,
+      failed: (a) => `Couldn't delete ${taskRef(a.task_id)}`,
+    },
+    update_task: {
+      running: (a) => `Updating ${taskRef(a.task_id)}…`,
+      done: (a, r) => `Updated ${named(taskRef(r.task_id ?? a.task_id), r.title ?? a.title)}`,
+      failed: (a) => `Couldn't update ${taskRef(a.task_id)}`,
+    },
+  };
+
+  function listed(status) {
+    return status === "pending" || status === "completed" ? `${status} ` : "";
   }
 
-  function summarizeArgs(args) {
-    if (args === undefined) return "";
-    if (args && typeof args === "object" && !Array.isArray(args)) {
-      const parts = Object.entries(args)
-        .filter(([, v]) => v !== null && v !== undefined && v !== "")
-        .map(([k, v]) => `${k}: ${formatValue(v)}`);
-      return truncate(parts.join(", "), 140);
-    }
-    return truncate(JSON.stringify(args), 140);
+  /** Any other tool (an assistant's MCP server's `server.tool`): its name in words, its server after. */
+  function toolWords(tool) {
+    const name = String(tool);
+    const dot = name.indexOf(".");
+    const server = dot > 0 ? name.slice(0, dot) : "";
+    const words = (dot > 0 ? name.slice(dot + 1) : name).replace(/[_\-.]+/g, " ").trim() || name;
+    return server ? `“${words}” (${server})` : `“${words}”`;
   }
 
-  /** A few words for a tool's result, and whether it reads as a failure. */
-  function summarizeResult(raw) {
-    const result = parseMaybeJson(raw);
-    if (result === null || result === undefined) return { text: "done", failed: false };
-    if (typeof result === "string") return { text: truncate(result, 140), failed: /\b(error|not found|fail)/i.test(result) };
-    if (Array.isArray(result)) {
-      const titles = result.map((item) => (item && typeof item === "object" ? item.title : null)).filter(Boolean);
-      const noun = titles.length === result.length ? "task" : "item";
-      const count = `${result.length} ${noun}${result.length === 1 ? "" : "s"}`;
-      return { text: titles.length ? `${count}: ${truncate(titles.join(", "), 100)}` : count, failed: false };
+  /** A tool's result: the failure message when it failed, else null. */
+  function failureOf(tool, result, isError) {
+    if (result && typeof result === "object" && !Array.isArray(result) && "error" in result) return String(result.error);
+    if (isError) return typeof result === "string" ? result : JSON.stringify(result);
+    // The todo tools answer objects and lists; their failures are a message alone.
+    if (tool in TODO_WORDS) return typeof result === "string" ? result : null;
+    if (typeof result === "string" && /\b(error|not found|fail)/i.test(result)) return result;
+    return null;
+  }
+
+  /** A short phrase for a result of a tool the page does not know, or "". */
+  function resultPhrase(result) {
+    if (result === null || result === undefined || result === "") return "";
+    if (typeof result === "string") return truncate(result, 100);
+    if (Array.isArray(result)) return plural(result.length, "item");
+    return "";
+  }
+
+  /**
+   * The line a tool call reads as on the page, for a person: "Added task “Buy milk”". `phase` is
+   * running, done, failed or unknown (the reply ended without its result). The tool's name, arguments
+   * and result are behind the chip's toggle.
+   */
+  function describeCall(tool, args, phase, result) {
+    const a = args && typeof args === "object" && !Array.isArray(args) ? args : {};
+    const words = Object.hasOwn(TODO_WORDS, tool) ? TODO_WORDS[tool] : null;
+    if (phase === "failed") {
+      const message = String(result || "").trim().replace(/\.$/, "");
+      const lead = words ? words.failed(a) : `${sentence(toolWords(tool)).replace(/\.$/, "")} failed`;
+      return message ? `${lead}: ${message}` : lead;
     }
-    if (typeof result === "object") {
-      if ("error" in result) return { text: truncate(String(result.error), 140), failed: true };
-      if (result.status && ("title" in result || "task_id" in result)) {
-        const id = result.task_id != null ? ` #${result.task_id}` : "";
-        const title = result.title ? ` ${formatValue(result.title)}` : "";
-        return { text: `${result.status}${id}${title}`, failed: false };
+    if (phase === "done") {
+      if (words) {
+        const r = result && typeof result === "object" ? result : {};
+        return words.done(a, Array.isArray(result) ? result : r);
       }
-      return { text: summarizeArgs(result) || "done", failed: false };
+      const phrase = resultPhrase(result);
+      return `Used ${toolWords(tool)}${phrase ? `: ${phrase}` : ""}`;
     }
-    return { text: String(result), failed: false };
+    const running = words ? words.running(a) : `Using ${toolWords(tool)}…`;
+    return phase === "unknown" ? `${running.replace(/…$/, "")} (no result reported)` : running;
   }
 
   function pretty(value) {
@@ -732,34 +794,36 @@
     return typeof parsed === "string" ? parsed : JSON.stringify(parsed, null, 2);
   }
 
+  /** One tool call: a line in words, and behind the toggle the tool's name, arguments and result. */
   function toolChip(tool, args) {
-    const status = h("span", { class: "tool-result" }, "running…");
-    const argsDetail = h("pre", {}, args === undefined ? "(not shown)" : pretty(args));
-    const resultDetail = h("pre", {}, "(waiting)");
+    const parsedArgs = parseMaybeJson(args);
+    const line = h("span", { class: "tool-summary" }, describeCall(tool, parsedArgs, "running"));
+    const resultDetail = h("pre", { class: "tool-output" }, "(waiting)");
     const el = h("details", { class: "tool-call", "data-state": "running", "data-tool": tool },
-      h("summary", {},
+      h("summary", { title: "Show the details" },
         h("span", { class: "tool-dot", "aria-hidden": "true" }),
-        h("span", { class: "visually-hidden" }, "Tool call: "),
-        h("span", { class: "tool-name" }, tool),
-        h("span", { class: "tool-args" }, summarizeArgs(args)),
-        status),
+        line),
       h("div", { class: "tool-detail" },
-        h("h4", {}, "Arguments"), argsDetail,
+        h("h4", {}, "Tool"), h("pre", {}, h("code", { class: "tool-name" }, tool)),
+        h("h4", {}, "Arguments"), h("pre", { class: "tool-args" }, args === undefined ? "(not shown)" : pretty(args)),
         h("h4", {}, "Result"), resultDetail));
     return {
       el,
       tool,
-      resolve(result, unknown = false) {
+      resolve(result, unknown = false, isError = false) {
         if (unknown) {
           el.dataset.state = "done";
-          status.textContent = "no result reported";
+          line.textContent = describeCall(tool, parsedArgs, "unknown");
           resultDetail.textContent = "(none)";
           return;
         }
-        const summary = summarizeResult(result);
-        el.dataset.state = summary.failed ? "error" : "done";
-        status.textContent = summary.text;
-        resultDetail.textContent = pretty(result);
+        const parsed = parseMaybeJson(result);
+        const failure = failureOf(tool, parsed, isError);
+        el.dataset.state = failure != null ? "error" : "done";
+        line.textContent = failure != null
+          ? describeCall(tool, parsedArgs, "failed", failure)
+          : describeCall(tool, parsedArgs, "done", parsed);
+        resultDetail.textContent = result === undefined ? "(none)" : pretty(result);
       },
     };
   }
@@ -1401,7 +1465,7 @@
           } else if (event === "tool.call") {
             reply.toolCall(payload.tool, payload.args);
           } else if (event === "tool.result") {
-            reply.toolResult(payload.tool, payload.result);
+            reply.toolResult(payload.tool, payload.result, payload.is_error === true);
             loadTasks();
           } else if (event === "run.awaiting_approval") {
             // Going on after a stop is a new attempt, not the run starting over.
@@ -1532,6 +1596,88 @@
     }
   }
 
+  /**
+   * The round mark beside a task. A pending task's is a button that completes it through the todo
+   * assistant's own `complete_task` tool, over `/mcp` with the user's credential (the same tool, the
+   * same checks, the same user as when the assistant does it). A completed task's is only a tick:
+   * no tool takes a task back.
+   */
+  function taskMark(task) {
+    if (task.completed) return h("span", { class: "task-check", "aria-hidden": "true" }, "✓");
+    const button = h("button", {
+      type: "button",
+      class: "task-check",
+      title: "Mark as done",
+      "aria-label": `Mark “${truncate(task.title, 80)}” as done`,
+      "aria-disabled": "false",
+    }, "✓");
+    button.addEventListener("click", () => completeTask(task, button));
+    return button;
+  }
+
+  let mcpIds = 0;
+
+  /** Call one of the todo tools as the signed-in user: its result, or an ApiError with its message. */
+  async function callTodoTool(name, args) {
+    let response;
+    try {
+      response = await api("/mcp", {
+        method: "POST",
+        headers: { Accept: "application/json, text/event-stream" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: ++mcpIds, method: "tools/call", params: { name, arguments: args } }),
+      });
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 421 || err.status === 403)) {
+        // The MCP endpoint's DNS-rebinding check: this page's address is not one it answers.
+        throw new ApiError(
+          "This server does not accept tool calls at this address (see SWITCHBOARD_MCP_ALLOWED_HOSTS). Ask the assistant instead.",
+          err.status, err.type, err.code);
+      }
+      throw err;
+    }
+    const body = await response.json().catch(() => null);
+    if (!body || body.error || !body.result) {
+      const message = body && body.error && body.error.message ? body.error.message : "The server gave no result";
+      throw new ApiError(sentence(message), response.status, "tool_error");
+    }
+    const text = (body.result.content || []).map((part) => part.text || "").join("");
+    if (body.result.isError) throw new ApiError(sentence(text || "The tool failed"), response.status, "tool_error");
+    return parseMaybeJson(text);
+  }
+
+  async function completeTask(task, button) {
+    if (button.getAttribute("aria-disabled") === "true") return;
+    button.setAttribute("aria-disabled", "true");
+    button.classList.add("busy");
+    els.tasksError.hidden = true;
+    const place = [...els.taskList.children].findIndex((item) => item.contains(button));
+    try {
+      await callTodoTool("complete_task", { task_id: task.id });
+      const done = els.taskList.querySelector(`[data-task-id="${CSS.escape(String(task.id))}"]`);
+      if (done) done.classList.add("completed");
+      announce(`Marked “${task.title}” as done.`);
+    } catch (err) {
+      if (isAbort(err)) return;
+      if (err instanceof ApiError && err.status === 401) {
+        report(err);
+        return;
+      }
+      els.tasksError.textContent = `Couldn't mark “${truncate(task.title, 60)}” as done. ${err.message}`;
+      els.tasksError.hidden = false;
+      button.setAttribute("aria-disabled", "false");
+      button.classList.remove("busy");
+      button.focus();
+    }
+    await loadTasks();
+    // The pressed mark is gone with the list it was in: keep the keyboard near where it was.
+    if (!document.activeElement || document.activeElement === document.body) {
+      const items = [...els.taskList.children];
+      const near = items.slice(Math.max(place, 0)).concat(items.slice(0, Math.max(place, 0)).reverse());
+      const next = near.map((item) => item.querySelector("button.task-check")).find(Boolean);
+      (next || els.tasksRefresh).focus();
+    }
+  }
+
   function renderTasks() {
     const known = state.knownTaskIds;
     const items = state.tasks.map((task) => {
@@ -1540,7 +1686,7 @@
         class: `task${task.completed ? " completed" : ""}${fresh ? " fresh" : ""}`,
         "data-task-id": task.id,
       },
-      h("span", { class: "task-check", "aria-hidden": "true" }, "✓"),
+      taskMark(task),
       h("div", {},
         h("div", { class: "task-title" }, task.title),
         h("span", { class: "visually-hidden" }, task.completed ? " (completed)" : " (pending)"),
