@@ -23,6 +23,8 @@ from api.relay.event_hub import RunEventHub
 from api.relay.queue_gauge import QueueGauge
 from api.request_id import RequestIdMiddleware
 from api.state import AppState, InflightRuns
+from api.tracing import tracing_middleware
+from domain import tracing
 from domain.assistant_catalogue import load_catalogue
 from domain.database import create_engine
 from domain.errors import SwitchboardError
@@ -94,6 +96,10 @@ def _routes(mcp: McpEndpoint) -> list[BaseRoute]:
 
 def _middleware(settings: Settings) -> list[Middleware]:
     middleware = [Middleware(RequestIdMiddleware)]
+    provider = tracing.setup(settings, service=tracing.API_SERVICE)
+    if provider is not None:
+        # Inside the request id's middleware, so the request's span carries its id.
+        middleware.append(tracing_middleware(provider))
     if settings.cors_origins:
         middleware.append(
             Middleware(

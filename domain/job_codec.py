@@ -6,6 +6,9 @@ import json
 from typing import Any
 
 CHAT_JOB = "run_chat"
+# The payload's entry for the W3C trace context (`traceparent`, `tracestate`) of the span that enqueued
+# the job, when traces are on: the worker's span for the run is its child, in the same trace.
+TRACE_CONTEXT = "trace_context"
 
 
 def serialize_job(data: Any) -> bytes:

@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     # Each worker serves its own metrics on this port when it is set (off by default).
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     worker_metrics_host: str = "0.0.0.0"
+    # OpenTelemetry traces, exported over OTLP/HTTP where the standard `OTEL_EXPORTER_OTLP_*` variables say.
+    otel: bool = False
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain import approvals, conversations, runs
+from domain import approvals, conversations, runs, tracing
 from domain.chat import ChatMessage, ToolCallSpec
 from domain.database import unavailable_on_connection_errors
 from domain.errors import RunFailure, ServiceUnavailable
@@ -32,6 +32,7 @@ from domain.events import (
     TerminalEvent,
     Usage,
 )
+from domain.job_codec import CHAT_JOB, TRACE_CONTEXT
 from domain.metrics import RunEnding
 from domain.models import UNFINISHED, utcnow
 from domain.run_request import CallDecision, ChatJob
@@ -55,7 +56,11 @@ async def run_chat(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
     run_id = str(payload["run_id"])
     structlog.contextvars.bind_contextvars(run_id=run_id)
     try:
-        return await _run(deps, run_id)
+        if not tracing.enabled():
+            return await _run(deps, run_id)
+        # A child of the API's enqueue span, in the request's trace, when the job carries its context.
+        with tracing.job_span(CHAT_JOB, payload.get(TRACE_CONTEXT), attributes={"switchboard.run_id": run_id}):
+            return await _run(deps, run_id)
     finally:
         structlog.contextvars.clear_contextvars()
 
@@ -79,6 +84,7 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
         return "deferred"
     job = claimed.job
     structlog.contextvars.bind_contextvars(request_id=job.request_id, attempt=job.attempt)
+    tracing.tag_run(request_id=job.request_id, assistant=job.assistant, attempt=job.attempt)
     metrics = deps.metrics
     started_s = time.monotonic()
     metrics.run_started(assistant=job.assistant)
@@ -330,6 +336,13 @@ async def _write_outcome(deps: WorkerDeps, store: Callable[[AsyncConnection], Aw
     The outcome is kept in memory meanwhile. Should this worker die first, the run's lease lapses and
     the reconciler gives it a new attempt. False when the attempt was superseded and nothing was written.
     """
+    if tracing.enabled():
+        with tracing.tracer().start_as_current_span("write outcome"):
+            return await _write_outcome_now(deps, store)
+    return await _write_outcome_now(deps, store)
+
+
+async def _write_outcome_now(deps: WorkerDeps, store: Callable[[AsyncConnection], Awaitable[bool]]) -> bool:
     deadline = asyncio.get_running_loop().time() + deps.settings.run_timeout_s
     delay_s = 0.2
     while True:

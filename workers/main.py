@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import agents
 from arq.connections import RedisSettings
 from arq.worker import func
 from redis.asyncio import Redis
@@ -37,6 +36,7 @@ from workers.mcp_servers import McpServerPool
 from workers.metrics_server import MetricsServer
 from workers.reconciler import Reconciler
 from workers.todo_agent import TodoAgentRunner
+from workers.tracing import setup_worker_tracing
 
 
 def build_runners(
@@ -85,8 +85,8 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         nonlocal reconciler, metrics_server
-        # Agents SDK traces go to OpenAI's servers: only when the operator asked for them.
-        agents.set_tracing_disabled(not settings.agents_tracing)
+        # OpenTelemetry when asked for; Agents SDK traces go to OpenAI's servers only when asked for.
+        setup_worker_tracing(settings)
         deps = _build_deps(settings, queue=ctx["redis"], catalogue=catalogue)
         ctx[DEPS_KEY] = deps
         if settings.worker_metrics_port is not None:

@@ -12,11 +12,13 @@ from typing import Any
 
 from arq.constants import default_queue_name, expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from domain import keys
+from domain import keys, tracing
 from domain.errors import RedisUnavailable
+from domain.job_codec import TRACE_CONTEXT
 
 # KEYS: job key, result key, queue, wake list. ARGV: job bytes, expiry ms, score, job id, wake list max.
 # RPUSH here and BLPOP in the workers make the wake list first-in, first-out: with LPUSH it would be
@@ -42,6 +44,20 @@ class JobEnqueuer:
 
     async def enqueue(self, function: str, *, job_id: str, payload: dict[str, Any]) -> bool:
         """Returns False if a job with this id exists already."""
+        if not tracing.enabled():
+            return await self._enqueue(function, job_id=job_id, payload=payload)
+        attributes = {"messaging.system": "redis", "messaging.operation.type": "send", "messaging.message.id": job_id}
+        with tracing.tracer().start_as_current_span(
+            f"enqueue {function}", kind=SpanKind.PRODUCER, attributes=attributes
+        ) as span:
+            # The worker's span for the run is this one's child: the job carries its context.
+            created = await self._enqueue(
+                function, job_id=job_id, payload={**payload, TRACE_CONTEXT: tracing.trace_context()}
+            )
+            span.set_attribute("switchboard.job.created", created)
+            return created
+
+    async def _enqueue(self, function: str, *, job_id: str, payload: dict[str, Any]) -> bool:
         now_ms = int(time.time() * 1000)
         job = serialize_job(function, (payload,), {}, None, now_ms, serializer=self._serializer)
         try:
