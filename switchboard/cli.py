@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import gc
 import importlib.metadata
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,8 @@ from domain.logging import configure_logging, get_logger
 from domain.settings import Settings, load_settings
 
 EXIT_CONFIG = 2
+# A dependency (the database) could not be reached.
+EXIT_UNREACHABLE = 1
 
 
 # Every command reads its settings from the environment, or from a `.env` file in the working directory.
@@ -140,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         if args.command == "dev":
+            # Started as the `switchboard` script rather than `python -m switchboard`: from here on, at least.
+            from switchboard.signals import exit_quietly_on_stop_signals
+
+            exit_quietly_on_stop_signals()
             from switchboard.dev import run_dev
 
             sys.exit(run_dev(host=args.host, port=args.port))
@@ -250,10 +257,20 @@ def run_worker(settings: Settings) -> None:
 
 
 def run_migrate(settings: Settings) -> None:
-    from switchboard.migrate import upgrade
+    """One line on success (two when a folder was made for SQLite); one line naming the setting when the
+    database cannot be reached."""
+    # Alembic announces each plugin it loads, as it is imported: never news to the person migrating.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from switchboard.migrate import DatabaseUnreachable, upgrade
 
-    upgrade(settings.database_url)
-    get_logger("switchboard.migrate").info("migrate.done", database=settings.database_url.split("://", 1)[0])
+    try:
+        result = upgrade(settings.database_url)
+    except DatabaseUnreachable as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        sys.exit(EXIT_UNREACHABLE)
+    if result.created_folder is not None:
+        print(f"Created the folder {result.created_folder} for the SQLite database.")
+    print(result.summary())
 
 
 if __name__ == "__main__":
