@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -50,11 +50,20 @@ MAX_BACKOFF_S = 5.0
 
 
 class WakeableWorker(Worker):
-    def __init__(self, *args: Any, wake_redis_url: str, lease_s: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        wake_redis_url: str,
+        lease_s: float,
+        before_connect: Callable[[], Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         # Our own loop retries a lost Redis for as long as it takes; arq's start-up retries would give up.
         kwargs["redis_settings"] = dataclasses.replace(kwargs["redis_settings"], conn_retries=0)
         super().__init__(*args, **kwargs)
         self._wake_redis_url = wake_redis_url
+        # Awaited first thing in the main task, where arq's signal handlers can cancel it (see workers/startup.py).
+        self._before_connect = before_connect
         self._slot_freed = asyncio.Event()
         # arq marks a running job with a key that lives for the job timeout plus 10 s, so a job whose
         # worker died is retried only after that, minutes later. A short lease, renewed while the job
@@ -71,6 +80,8 @@ class WakeableWorker(Worker):
         wake = Redis.from_url(self._wake_redis_url, socket_timeout=None, socket_connect_timeout=5)
         renewer: asyncio.Task[None] | None = None
         try:
+            if self._before_connect is not None:
+                await self._before_connect()
             await self._connect()
             self.ctx["redis"] = self.pool
             if self.on_startup:

@@ -35,6 +35,7 @@ from workers.llm import create_http_client, create_model, speaks_openai_chat
 from workers.mcp_servers import McpServerPool
 from workers.metrics_server import MetricsServer
 from workers.reconciler import Reconciler
+from workers.startup import wait_for_dependencies
 from workers.todo_agent import TodoAgentRunner
 from workers.tracing import setup_worker_tracing
 
@@ -115,6 +116,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         queue_name=keys.QUEUE_NAME,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         wake_redis_url=settings.redis_url,
+        before_connect=lambda: wait_for_dependencies(settings),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         burst=burst,
