@@ -57,15 +57,33 @@ if [ ! -x .venv/bin/uv ]; then
 fi
 uv_pip() { .venv/bin/uv pip "$1" --python .venv/bin/python "${@:2}"; }  # only ever this venv
 
-# Reinstall only when the lock/pyproject changed (or the venv lost the project).
-lock=requirements-dev.lock  # the runtime lock plus the test extras
-deps_key="lock:$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)"
+# What is installed, and from which lock, is kept in a stamp: `run:<hash>` after scripts/dev (what
+# running needs: requirements.lock), `test:<hash>` after scripts/test (requirements-dev.lock: the same
+# plus the test toolchain, Playwright and mypy among it). The caller sets SETUP_FOR=run or test.
+# Installing for running adds to the venv and removes nothing, so scripts/dev never takes the test
+# toolchain away from a venv that scripts/test set up; scripts/test makes the venv exactly its lock.
+deps_key() { printf '%s:%s' "$1" "$(cat "$2" pyproject.toml | sha256sum | cut -d' ' -f1)"; }
+run_key="$(deps_key run requirements.lock)"
+test_key="$(deps_key test requirements-dev.lock)"
 stamp=.venv/.switchboard-deps
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$deps_key" ] \
+installed="$(cat "$stamp" 2>/dev/null || true)"
+case "${SETUP_FOR:?set SETUP_FOR=run or SETUP_FOR=test before sourcing scripts/_setup.sh}" in
+    run) lock=requirements.lock; wanted="$run_key"; enough=("$run_key" "$test_key") ;;
+    test) lock=requirements-dev.lock; wanted="$test_key"; enough=("$test_key") ;;
+    *) log "SETUP_FOR must be run or test, not $SETUP_FOR"; exit 1 ;;
+esac
+up_to_date=0
+for key in "${enough[@]}"; do
+    if [ "$installed" = "$key" ]; then up_to_date=1; fi
+done
+if [ "$up_to_date" != 1 ] \
     || ! .venv/bin/python -c 'import importlib.metadata as m; m.distribution("switchboard")' >/dev/null 2>&1; then
     log "installing locked dependencies ($lock)"
-    uv_pip sync -q "$lock"
+    if [ "$SETUP_FOR" = test ]; then
+        uv_pip sync -q "$lock"
+    else
+        uv_pip install -q -r "$lock"
+    fi
     uv_pip install -q --no-deps -e .
-    printf '%s\n' "$deps_key" >"$stamp"
+    printf '%s\n' "$wanted" >"$stamp"
 fi
-
