@@ -50,6 +50,27 @@ class ToolCalled(_Event):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
+class ListedTool(BaseModel):
+    """A tool a server offers the run's model, as MCP describes it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str | None = None
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    annotations: dict[str, Any] | None = None
+
+
+class ToolsListed(_Event):
+    """The tools one of the run's tool servers offers its model (those its policy lets the model see),
+    announced once per attempt, before the model first sees them. Only the Responses API shows it
+    (an `mcp_list_tools` item); it is no output, so a restart after it is no news."""
+
+    type: Literal["tools.listed"] = "tools.listed"
+    server: str
+    tools: list[ListedTool]
+
+
 class ToolReturned(_Event):
     type: Literal["tool.result"] = "tool.result"
     call_id: str
@@ -117,6 +138,7 @@ RunEvent = Annotated[
     RunStarted
     | TextDelta
     | ClientToolCallDelta
+    | ToolsListed
     | ToolCalled
     | ToolReturned
     | RunCompleted

@@ -23,8 +23,17 @@ async def test_a_server_tool_call_is_an_mcp_call_item(deployed: Deployment) -> N
     client = deployed.openai()
     response = await client.responses.create(model=MODEL, input=f'{marker()} [[tool:box_lookup {{"key": "k"}}]]')
     call = next(item for item in response.output if item.type == "mcp_call")
-    assert call.name == "box.lookup" and json.loads(call.arguments) == {"key": "k"}
+    assert (call.server_label, call.name) == ("box", "lookup") and json.loads(call.arguments) == {"key": "k"}
     assert call.status == "completed" and call.output
+    # Each server's tools, as the model is offered them (a denied one is not), before the first call.
+    listings = {item.server_label: item for item in response.output if item.type == "mcp_list_tools"}
+    assert set(listings) == {"box", "web"}
+    assert max(response.output.index(listing) for listing in listings.values()) < response.output.index(call)
+    box = {tool.name: tool for tool in listings["box"].tools}
+    assert {"lookup", "append_line", "secret_digest", "slow", "crash", "grow"} == set(box)
+    assert box["lookup"].annotations == {"readOnlyHint": True}
+    assert "key" in box["lookup"].input_schema["properties"]
+    assert {tool.name for tool in listings["web"].tools} == {"append_line", "secret_digest", "slow", "crash", "grow"}
     assert not any(item.type == "function_call" for item in response.output)
     assert response.output_text.startswith("tool said:")
     stream = await client.responses.create(
@@ -32,6 +41,8 @@ async def test_a_server_tool_call_is_an_mcp_call_item(deployed: Deployment) -> N
     )
     types = [event.type async for event in stream]
     assert "response.mcp_call.in_progress" in types and "response.mcp_call.completed" in types
+    assert types.count("response.mcp_list_tools.completed") == 2
+    assert types.index("response.mcp_list_tools.completed") < types.index("response.mcp_call.in_progress")
     assert types[-1] == "response.completed"
 
 
@@ -40,7 +51,9 @@ async def test_an_approval_request_answered_by_an_approval_response(deployed: De
     client = deployed.openai()
     paused = await client.responses.create(model=MODEL, input=f'[[tool:box_append_line {{"text": "{mark}"}}]]')
     [request] = [item for item in paused.output if item.type == "mcp_approval_request"]
-    assert request.name == "box.append_line" and json.loads(request.arguments) == {"text": mark}
+    assert (request.server_label, request.name) == ("box", "append_line") and json.loads(request.arguments) == {
+        "text": mark
+    }
     assert mark not in "".join(lines(workdir / "box.log"))
     # Read back, the paused response shows the same request.
     again = await client.responses.retrieve(paused.id)
@@ -52,12 +65,13 @@ async def test_an_approval_request_answered_by_an_approval_response(deployed: De
     )
     assert answered.status == "completed"
     [call] = [item for item in answered.output if item.type == "mcp_call"]
-    assert call.name == "box.append_line" and call.status == "completed"
+    assert (call.server_label, call.name) == ("box", "append_line") and call.status == "completed"
     assert answered.output_text.startswith("tool said:")
     assert [line for line in lines(workdir / "box.log") if mark in line] == [mark]
     # Read back, the paused response is all its run said: the question, then the call and the answer.
     whole = await client.responses.retrieve(paused.id)
-    assert [item.type for item in whole.output] == ["message", "mcp_call", "message"]
+    # Its resumed attempt listed the tools again, which is no news.
+    assert [item.type for item in whole.output] == ["mcp_list_tools"] * 2 + ["message", "mcp_call", "message"]
     assert whole.output_text.endswith(answered.output_text)
     events = [event async for event in await client.responses.retrieve(paused.id, stream=True)]
     assert events[-1].type == "response.completed"

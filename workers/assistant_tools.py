@@ -41,6 +41,7 @@ from workers.approved_calls import ApprovedCalls
 from workers.mcp_servers import McpConnection, McpUnavailable
 from workers.publisher import RunPublisher
 from workers.todo_mcp import result_payload
+from workers.tool_listing import announce_tools
 
 log = structlog.get_logger("switchboard.worker.tools")
 
@@ -106,6 +107,16 @@ class AssistantTools:
                 )
         return offered
 
+    async def announce(self, offered: dict[str, OfferedTool], *, publisher: RunPublisher, announced: set[str]) -> None:
+        """Say which tools of each server the model is offered, once per server and run attempt."""
+        by_server: dict[str, list[Tool]] = {}
+        for tool in offered.values():
+            by_server.setdefault(tool.connection.name, []).append(tool.tool)
+        for server, tools in by_server.items():
+            if server not in announced:
+                announced.add(server)
+                await announce_tools(publisher, server=server, tools=tools)
+
     async def _listing(self, connection: McpConnection) -> list[Tool]:
         try:
             return await connection.tools()
@@ -170,6 +181,7 @@ class PydanticMcpToolset(AbstractToolset[None]):
         self._tools = tools
         self._publisher = publisher
         self._offered: dict[str, OfferedTool] = {}
+        self._announced: set[str] = set()
 
     @property
     def id(self) -> str | None:
@@ -181,6 +193,7 @@ class PydanticMcpToolset(AbstractToolset[None]):
 
     async def get_tools(self, ctx: RunContext[None]) -> dict[str, ToolsetTool[None]]:
         self._offered = await self._tools.offered()
+        await self._tools.announce(self._offered, publisher=self._publisher, announced=self._announced)
         return {
             name: ToolsetTool(
                 toolset=self,
@@ -241,6 +254,7 @@ class AgentsMcpTools(AgentsMCPServer):
         self._tools = tools
         self._publisher = publisher
         self._offered: dict[str, OfferedTool] = {}
+        self._announced: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -262,6 +276,7 @@ class AgentsMcpTools(AgentsMCPServer):
 
     async def list_tools(self, run_context: Any = None, agent: Any = None) -> list[Tool]:
         self._offered = await self._tools.offered()
+        await self._tools.announce(self._offered, publisher=self._publisher, announced=self._announced)
         return [offered.tool.model_copy(update={"name": name}) for name, offered in self._offered.items()]
 
     async def call_tool(

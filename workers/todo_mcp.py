@@ -33,6 +33,7 @@ from mcp_types import CallToolResult, GetPromptResult, ListPromptsResult, Reques
 from domain.events import ToolCalled, ToolReturned
 from todo.server import CALL_ID_META_KEY, TodoScope
 from workers.publisher import RunPublisher
+from workers.tool_listing import announce_tools
 
 TOOLS_SERVER_NAME = "todo"
 # How long a closing session waits for its serving loop to wind down before cancelling it.
@@ -134,6 +135,7 @@ class RunTodoTools(AgentsMCPServer):
         # The tools are fixed for the life of the process; one listing per run is plenty.
         if self._tools is None:
             self._tools = (await self._connected().list_tools()).tools
+            await announce_tools(self._publisher, server=TOOLS_SERVER_NAME, tools=self._tools)
         return self._tools
 
     async def call_tool(

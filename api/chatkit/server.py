@@ -59,6 +59,7 @@ from api.relay.progress import (
     Text,
     ToolCall,
     ToolResult,
+    ToolsOffered,
 )
 from api.relay.start import StartedRun, start_run
 from domain import conversations, threads
@@ -160,8 +161,8 @@ class _Turn:
                             error=str(progress.result) if progress.is_error else None,
                         )
                     )
-                case ClientToolCall():
-                    pass  # the todo assistant offers no client tools
+                case ClientToolCall() | ToolsOffered():
+                    pass  # no client tools; the tool list is the Responses API's
                 case Restarted():
                     yield _error(RESTARTED_MESSAGE)
                     return

@@ -33,6 +33,7 @@ from api.relay.progress import (
     Text,
     ToolCall,
     ToolResult,
+    ToolsOffered,
 )
 from api.relay.resume_run import decided_in_chat
 from api.relay.sse import event_stream
@@ -225,7 +226,7 @@ async def _collect(run: StartedRun, model: str) -> dict[str, object]:
                 if progress.call_id is not None:
                     call["id"], call["name"] = progress.call_id, progress.name or ""
                 call["arguments"] += progress.arguments
-            case ToolCall() | ToolResult():
+            case ToolsOffered() | ToolCall() | ToolResult():
                 pass  # the server's own tools: their effect is in the answer
             case Restarted():
                 # Nothing was sent yet: the new attempt's answer is the answer.
@@ -305,7 +306,7 @@ async def stream_chunks(
                 yield {"id": str(progress.seq), "data": writer.text(progress.text)}
             case ClientToolCall():
                 yield {"id": str(progress.seq), "data": writer.tool_call(progress)}
-            case ToolCall() | ToolResult():
+            case ToolsOffered() | ToolCall() | ToolResult():
                 pass  # the server's own tools never reach an OpenAI client as `tool_calls`
             case Restarted():
                 # The new answer cannot be spliced onto the old; it is stored in the conversation.

@@ -30,6 +30,7 @@ from api.relay.progress import (
     Text,
     ToolCall,
     ToolResult,
+    ToolsOffered,
 )
 from api.relay.replay import RunEventSource
 from api.state import AppState
@@ -44,6 +45,7 @@ from domain.events import (
     TextDelta,
     ToolCalled,
     ToolReturned,
+    ToolsListed,
 )
 
 INTERRUPTED_MESSAGE = "the connection to the run's events was lost; its answer will be stored in the conversation"
@@ -80,7 +82,8 @@ async def _progress(
                 yield Restarted()
             continue
         progress = _shown(event)
-        shown = True
+        # A listing of tools says nothing: a restart after it is no news.
+        shown = shown or not isinstance(progress, ToolsOffered)
         yield progress
         if isinstance(progress, Completed | Cancelled | AwaitingApproval | Failed):
             return
@@ -105,6 +108,8 @@ def _shown(event: RunEvent) -> RunProgress:
             return ClientToolCall(
                 index=event.index, call_id=event.call_id, name=event.name, arguments=event.arguments, seq=event.seq
             )
+        case ToolsListed():
+            return ToolsOffered(server=event.server, tools=tuple(event.tools), seq=event.seq)
         case ToolCalled():
             return ToolCall(call_id=event.call_id, tool=event.tool, args=event.args, seq=event.seq)
         case ToolReturned():

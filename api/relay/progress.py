@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.errors import RunFailureCode, StreamEndCode
-from domain.events import ApprovalRequest, FinishReason, Usage
+from domain.events import ApprovalRequest, FinishReason, ListedTool, Usage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +29,17 @@ class ClientToolCall:
     call_id: str | None
     name: str | None
     arguments: str
+    # The run event it came from: a stream's `id:`, for resuming after it.
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolsOffered:
+    """The tools one of the run's servers offers its model. Only the Responses API shows them; they are
+    no output, so no surface's restart rule counts them."""
+
+    server: str
+    tools: tuple[ListedTool, ...]
     # The run event it came from: a stream's `id:`, for resuming after it.
     seq: int = 0
 
@@ -110,6 +121,7 @@ class Detached:
 RunProgress = (
     Text
     | ClientToolCall
+    | ToolsOffered
     | ToolCall
     | ToolResult
     | Restarted

@@ -25,6 +25,7 @@ from api.relay.progress import (
     Text,
     ToolCall,
     ToolResult,
+    ToolsOffered,
 )
 from domain.events import ApprovalRequest, Usage
 
@@ -69,6 +70,7 @@ class ResponseWriter:
     _message: int | None = None  # output index of the open message item
     _calls: dict[int, int] = field(default_factory=dict)  # a client tool call's index -> its output index
     _server_calls: dict[str, int] = field(default_factory=dict)  # a server tool call's id -> its output index
+    _listed: set[str] = field(default_factory=set)  # the servers whose `mcp_list_tools` item is out
 
     def response(self) -> dict[str, Any]:
         return {
@@ -95,6 +97,8 @@ class ResponseWriter:
                 return self._text(progress.text)
             case ClientToolCall():
                 return self._call(progress)
+            case ToolsOffered():
+                return self._listing(progress)
             case ToolCall():
                 return self._server_call(progress)
             case ToolResult():
@@ -141,6 +145,7 @@ class ResponseWriter:
         self._message = None
         self._calls.clear()
         self._server_calls.clear()
+        self._listed.clear()
         self.broken = False
 
     # ------------------------------------------------------------------ pieces
@@ -223,16 +228,43 @@ class ResponseWriter:
             )
         return events
 
+    def _listing(self, offered: ToolsOffered) -> list[dict[str, Any]]:
+        """A server's tools as an `mcp_list_tools` item, once per response: a resumed or restarted
+        attempt lists them again, which is no news."""
+        if offered.server in self._listed:
+            return []
+        self._listed.add(offered.server)
+        events = self._close_message()
+        index = len(self.output)
+        tools = [tool.model_dump(exclude_none=True) for tool in offered.tools]
+        item = {
+            "id": f"mcpl_{self._tail()}_{index}",
+            "type": "mcp_list_tools",
+            "server_label": offered.server,
+            "tools": tools,
+            "error": None,
+        }
+        self.output.append(item)
+        ids = {"item_id": item["id"], "output_index": index}
+        return [
+            *events,
+            self._event("response.output_item.added", output_index=index, item={**item, "tools": []}),
+            self._event("response.mcp_list_tools.in_progress", **ids),
+            self._event("response.mcp_list_tools.completed", **ids),
+            self._event("response.output_item.done", output_index=index, item=_copy(item)),
+        ]
+
     def _server_call(self, call: ToolCall) -> list[dict[str, Any]]:
         """A tool the server runs (the todo tools, an assistant's MCP servers): an `mcp_call` item."""
         events = self._close_message()
         index = len(self.output)
         self._server_calls[call.call_id] = index
+        server, name = self._server_and_tool(call.tool)
         item: dict[str, Any] = {
             "id": f"mcp_{self._tail()}_{index}",
             "type": "mcp_call",
-            "server_label": self.model,
-            "name": call.tool,
+            "server_label": server,
+            "name": name,
             "arguments": json.dumps(call.args),
             "output": None,
             "error": None,
@@ -268,11 +300,12 @@ class ResponseWriter:
     def _approval_request(self, approval: ApprovalRequest) -> list[dict[str, Any]]:
         index = len(self.output)
         # Its id is the call's: the `approval_request_id` an answer names is the call to decide.
+        server, name = self._server_and_tool(approval.tool)
         item = {
             "id": approval.call_id,
             "type": "mcp_approval_request",
-            "server_label": self.model,
-            "name": approval.tool,
+            "server_label": server,
+            "name": name,
             "arguments": json.dumps(approval.arguments),
         }
         self.output.append(item)
@@ -316,6 +349,12 @@ class ResponseWriter:
             )
             events.append(self._event("response.output_item.done", output_index=index, item=_copy(item)))
         return events
+
+    def _server_and_tool(self, qualified: str) -> tuple[str, str]:
+        """`server.tool` (an assistant's MCP server) as its label and name; a tool of the assistant's own
+        server (the todo tools) has no server in its name, and is labelled with the assistant."""
+        server, dot, tool = qualified.partition(".")
+        return (server, tool) if dot else (self.model, qualified)
 
     def _tail(self) -> str:
         return self.response_id.removeprefix("resp_")

@@ -32,6 +32,7 @@ from api.relay.progress import (
     Text,
     ToolCall,
     ToolResult,
+    ToolsOffered,
 )
 from api.relay.sse import event_stream
 from api.relay.start import StartedRun, start_run
@@ -151,8 +152,8 @@ async def _collect(run: StartedRun) -> dict[str, Any]:
         match progress:
             case Text() | ToolCall() | ToolResult():
                 reply.add(progress)
-            case ClientToolCall():
-                pass  # the todo assistant offers no client tools
+            case ClientToolCall() | ToolsOffered():
+                pass  # no client tools; the tool list is the Responses API's
             case Restarted():
                 reply.restart()
             case Completed():
@@ -193,8 +194,8 @@ async def _stream(run: StartedRun, cleanup: contextlib.AsyncExitStack) -> AsyncI
                 case ToolResult():
                     reply.add(progress)
                     yield _sse("tool_result", {"tool": progress.tool, "result": progress.result})
-                case ClientToolCall():
-                    pass  # the todo assistant offers no client tools
+                case ClientToolCall() | ToolsOffered():
+                    pass  # no client tools; the tool list is the Responses API's
                 case Restarted():
                     yield _sse("error", {"message": RESTARTED_MESSAGE, "code": "run_restarted"})
                     return
