@@ -368,6 +368,7 @@ async def test_every_object_and_event_validates_against_the_sdk_types(deployment
         {"model": MODEL, "input": f"{marker()} [[reply:plain]]", "metadata": {"a": "b"}},
         {"model": MODEL, "input": f'{marker()} [[tool:get_weather {{"city": "Oslo"}}]]', "tools": [WEATHER]},
         {"model": MODEL, "input": f"{marker()} [[tokens:50]]", "max_output_tokens": 5},
+        {"model": "todo", "input": "[[tool:add_task " + json.dumps({"title": f"check {marker()}"}) + "]]"},
     ]
     async with deployment.http() as http:
         for body in bodies:
@@ -385,6 +386,19 @@ async def test_every_object_and_event_validates_against_the_sdk_types(deployment
             Response.model_validate(polled.json())
 
 
+async def test_the_todo_tools_are_listed_and_called_as_mcp_items(deployment: Deployment) -> None:
+    title = f"water the plants {marker()}"
+    response = await deployment.openai().responses.create(
+        model="todo", input="[[tool:add_task " + json.dumps({"title": title}) + "]]"
+    )
+    listing, call = response.output[0], response.output[1]
+    assert listing.type == "mcp_list_tools" and listing.server_label == "todo"
+    assert {"add_task", "list_tasks", "complete_task", "delete_task", "update_task"} <= {t.name for t in listing.tools}
+    assert call.type == "mcp_call" and (call.server_label, call.name) == ("todo", "add_task")
+    assert json.loads(call.arguments) == {"title": title} and call.status == "completed"
+    assert title in (call.output or "")
+
+
 async def test_a_finished_response_is_read_back_from_the_database_once_its_events_are_gone(
     deployment: Deployment,
 ) -> None:
@@ -393,18 +407,30 @@ async def test_a_finished_response_is_read_back_from_the_database_once_its_event
     from domain import keys
 
     client = deployment.openai()
-    answered = await client.responses.create(model=MODEL, input=f"{marker()} [[reply:kept for good]]")
+    answered = await client.responses.create(
+        model=MODEL,
+        input=f"{marker()} [[reply:kept for good, said slowly enough to take many events]] [[tokendelay:0.02]]",
+    )
     run_id = "run_" + answered.id.removeprefix("resp_")
+    live = [event async for event in await client.responses.retrieve(answered.id, stream=True)]
     redis = Redis.from_url(deployment.redis_url)
     try:
         await redis.delete(keys.run_log(run_id), keys.run_seq(run_id))
     finally:
         await redis.aclose()
+    said = "kept for good, said slowly enough to take many events"
     again = await client.responses.retrieve(answered.id)
-    assert again.status == "completed" and again.output_text == "kept for good"
+    assert again.status == "completed" and again.output_text == said
     events = [event async for event in await client.responses.retrieve(answered.id, stream=True)]
     assert events[-1].type == "response.completed"
-    assert events[-1].response.output_text == "kept for good"
+    assert events[-1].response.output_text == said
+    # The stored outcome is fewer events than the live stream was: a client that saw all but the last
+    # of the live ones still gets the end, numbered on from what it saw.
+    assert len(events) < len(live)
+    seen = live[-2].sequence_number
+    rest = [event async for event in await client.responses.retrieve(answered.id, stream=True, starting_after=seen)]
+    assert [event.type for event in rest] == ["response.completed"]
+    assert rest[0].sequence_number == seen + 1 and rest[0].response.output_text == said
 
 
 async def test_a_named_conversation_and_an_unstored_response(deployment: Deployment, fake_llm: FakeLLM) -> None:

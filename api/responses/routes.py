@@ -564,16 +564,24 @@ async def _sse(
     starting_after: int,
 ) -> AsyncIterator[dict[str, str]]:
     """Each event as SSE, its `event:` its `type` and its `id:` its `sequence_number`; those up to
-    `starting_after` were shown before and are left out."""
+    `starting_after` were shown before and are left out.
+
+    The last event always goes out: once the replay log is gone, the response is rebuilt from what the
+    run stored, in fewer events than it streamed live, so a client can be past all of them. It then
+    gets the last one, numbered on from what it saw: its `response` is the whole answer."""
     async with cleanup:
         for event in writer.opening():
             if event["sequence_number"] > starting_after:
                 yield _sse_event(event)
         async for progress in progress_items:
-            for event in writer.feed(progress):
+            events = writer.feed(progress)
+            ended = writer.broken or writer.status not in ("in_progress", "queued")
+            for event in events:
                 if event["sequence_number"] > starting_after:
                     yield _sse_event(event)
-            if writer.broken or writer.status not in ("in_progress", "queued"):
+            if ended:
+                if events and events[-1]["sequence_number"] <= starting_after:
+                    yield _sse_event({**events[-1], "sequence_number": starting_after + 1})
                 return
 
 
