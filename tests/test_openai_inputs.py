@@ -240,6 +240,29 @@ async def test_structured_output_with_parse(deployment: Deployment, fake_llm: Fa
     assert only_request_with(fake_llm, token)["response_format"] == {"type": "json_object"}
 
 
+async def test_langchain_structured_output_and_an_image(deployment: Deployment, fake_llm: FakeLLM) -> None:
+    """LangChain's `with_structured_output` and its multimodal messages, as its users write them."""
+    from langchain_core.messages import HumanMessage
+    from langchain_openai import ChatOpenAI
+
+    from tests.deployment import USERS
+
+    model = ChatOpenAI(model=MODEL, base_url=f"{deployment.base_url}/v1", api_key=USERS["alice"], max_retries=0)
+    token = marker()
+    answer = '{"name": "Review", "day": "Monday", "guests": ["Cy"]}'
+    structured = model.with_structured_output(CalendarEvent, method="json_schema", strict=True)
+    event = await structured.ainvoke(f"[[reply:{answer}]] {token}")
+    assert event == CalendarEvent(name="Review", day="Monday", guests=["Cy"])
+    assert only_request_with(fake_llm, token)["response_format"]["json_schema"]["name"] == "CalendarEvent"
+
+    token = marker()
+    picture = {"type": "image_url", "image_url": {"url": PNG_URL}}
+    seen = await model.ainvoke([HumanMessage(content=[{"type": "text", "text": f"[[reply:a dot]] {token}"}, picture])])
+    assert seen.text == "a dot"
+    [sent] = [m for m in only_request_with(fake_llm, token)["messages"] if m["role"] == "user"]
+    assert sent["content"][1] == picture
+
+
 # --------------------------------------------------------------------------- passed-through fields
 
 

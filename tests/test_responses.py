@@ -358,6 +358,37 @@ async def test_pydantic_ai_responses_model_with_a_tool_streamed_and_not(deployme
     assert "".join(deltas) == "tool said: sunny in Rome"
 
 
+async def test_langchain_with_the_responses_api_a_tool_streamed_and_not(deployment: Deployment) -> None:
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    from tests.deployment import USERS
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        return f"sunny in {city}"
+
+    model = ChatOpenAI(
+        model=MODEL, base_url=f"{deployment.base_url}/v1", api_key=USERS["alice"], use_responses_api=True, max_retries=0
+    )
+    answer = await model.ainvoke(f"{marker()} [[reply:hello from the responses api]]")
+    assert answer.text == "hello from the responses api"
+    assert answer.response_metadata["id"].startswith("resp_") and answer.usage_metadata
+    pieces = [chunk.text async for chunk in model.astream(f"{marker()} [[reply:streamed through langchain]]")]
+    assert "".join(pieces) == "streamed through langchain"
+    # A tool the client runs: the model asks, LangChain answers with the result, the model goes on.
+    with_tools = model.bind_tools([get_weather])
+    question = HumanMessage(f'{marker()} [[tool:get_weather {{"city": "Lima"}}]]')
+    asked = await with_tools.ainvoke([question])
+    [call] = asked.tool_calls
+    assert call["name"] == "get_weather" and call["args"] == {"city": "Lima"}
+    result = ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])
+    final = await with_tools.ainvoke([question, asked, result])
+    assert final.text == "tool said: sunny in Lima"
+
+
 async def test_every_object_and_event_validates_against_the_sdk_types(deployment: Deployment) -> None:
     """The SDK's own parsing is lenient; its pydantic models, validated strictly, name a missing field."""
     from openai.types.responses import Response, ResponseStreamEvent
