@@ -23,7 +23,6 @@ from api.relay.event_hub import RunEventHub
 from api.relay.queue_gauge import QueueGauge
 from api.request_id import RequestIdMiddleware
 from api.state import AppState, InflightRuns
-from api.tracing import tracing_middleware
 from domain import tracing
 from domain.assistant_catalogue import load_catalogue
 from domain.database import create_engine
@@ -98,6 +97,8 @@ def _middleware(settings: Settings) -> list[Middleware]:
     middleware = [Middleware(RequestIdMiddleware)]
     provider = tracing.setup(settings, service=tracing.API_SERVICE)
     if provider is not None:
+        from api.tracing import tracing_middleware  # OpenTelemetry's instrumentation, loaded only when used
+
         # Inside the request id's middleware, so the request's span carries its id.
         middleware.append(tracing_middleware(provider))
     if settings.cors_origins:

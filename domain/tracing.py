@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry import propagate, trace
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from domain.settings import Settings
+
+if TYPE_CHECKING:
+    # The SDK is imported when traces are turned on, not before: it takes a fifth of a second to load.
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 # The attribute every span carries: the request id of the request that started the work.
 REQUEST_ID = "switchboard.request_id"
@@ -51,9 +52,9 @@ def setup(settings: Settings, *, service: str) -> TracerProvider | None:
         return None
     if _provider is not None:
         return _provider
-    # Imported here, so a process that traces nothing does not load the exporter (protobuf, requests).
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create()
@@ -61,7 +62,7 @@ def setup(settings: Settings, *, service: str) -> TracerProvider | None:
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service}))
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(_CorrelationIds())
+    provider.add_span_processor(_correlation_ids())
     # The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT, _TRACES_ENDPOINT, _HEADERS, _TIMEOUT, ... itself.
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
@@ -107,19 +108,23 @@ def _current_request_id() -> str | None:
     return str(value) if value else None
 
 
-class _CorrelationIds(SpanProcessor):
-    """Stamps every span with the request id bound for logging (`api/request_id.py`, the worker's job),
-    or else with its parent's, for spans started where nothing was bound."""
+def _correlation_ids() -> SpanProcessor:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import Span as SdkSpan
+    from opentelemetry.sdk.trace import SpanProcessor
 
-    def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
-        request_id = _current_request_id()
-        if request_id is None:
-            parent = trace.get_current_span(parent_context)
-            attributes = getattr(parent, "attributes", None) or {}
-            inherited = attributes.get(REQUEST_ID)
-            request_id = str(inherited) if inherited else None
-        if request_id is not None:
-            span.set_attribute(REQUEST_ID, request_id)
+    class CorrelationIds(SpanProcessor):
+        """Stamps every span with the request id bound for logging (`api/request_id.py`, the worker's job),
+        or else with its parent's, for spans started where nothing was bound."""
 
-    def on_end(self, span: ReadableSpan) -> None:
-        pass
+        def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
+            request_id = _current_request_id()
+            if request_id is None:
+                parent = trace.get_current_span(parent_context)
+                attributes = getattr(parent, "attributes", None) or {}
+                inherited = attributes.get(REQUEST_ID)
+                request_id = str(inherited) if inherited else None
+            if request_id is not None:
+                span.set_attribute(REQUEST_ID, request_id)
+
+    return CorrelationIds()
