@@ -15,6 +15,7 @@ before it makes a span or writes a trace context into a job.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Tracer
 
+from domain.errors import ConfigurationError
 from domain.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ def setup(settings: Settings, *, service: str) -> TracerProvider | None:
         return None
     if _provider is not None:
         return _provider
+    _check_protocol()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -69,6 +72,17 @@ def setup(settings: Settings, *, service: str) -> TracerProvider | None:
     _provider = provider
     _tracer = provider.get_tracer("switchboard")
     return provider
+
+
+def _check_protocol() -> None:
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = os.environ.get(name)
+        if protocol:
+            if protocol != "http/protobuf":
+                raise ConfigurationError(
+                    f"{name}={protocol}: Switchboard exports traces over OTLP/HTTP only; use http/protobuf"
+                )
+            return
 
 
 def tracer() -> Tracer:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -26,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from domain import tracing
+from domain.errors import ConfigurationError
 from domain.settings import Settings
 from domain.tracing import REQUEST_ID
 from tests.deployment import Deployment
@@ -280,3 +282,10 @@ def test_off_by_default_nothing_is_set_up() -> None:
     assert tracing.setup(Settings(), service=tracing.API_SERVICE) is None
     assert not tracing.enabled()
     assert not tracing.tracer().start_span("nothing").get_span_context().is_valid
+
+
+def test_a_protocol_other_than_otlp_http_is_refused_in_one_line(monkeypatch: Any) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with pytest.raises(ConfigurationError, match="OTEL_EXPORTER_OTLP_PROTOCOL=grpc"):
+        tracing.setup(Settings(otel=True), service=tracing.WORKER_SERVICE)
+    assert not tracing.enabled()
