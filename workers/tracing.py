@@ -50,7 +50,11 @@ def setup_worker_tracing(settings: Settings) -> None:
         # Agents SDK traces go to OpenAI's servers: only when the operator asked for them.
         agents.set_tracing_disabled(not settings.agents_tracing)
         return
-    Agent.instrument_all(InstrumentationSettings(tracer_provider=provider, include_content=False))
+    # Without the words, and without every tool's schema on every model call (the tools' names and
+    # parameters are still there, as `gen_ai.tool.definitions`).
+    Agent.instrument_all(
+        InstrumentationSettings(tracer_provider=provider, include_content=False, include_model_request_parameters=False)
+    )
     bridge = AgentsSpanBridge(provider.get_tracer("openai-agents"))
     agents.set_tracing_disabled(False)
     if settings.agents_tracing:
