@@ -6,7 +6,11 @@ agents' own spans (model calls, tool calls) and the span for writing the outcome
 OpenTelemetry's business: the standard `OTEL_EXPORTER_OTLP_*` variables (OTLP over HTTP), `OTEL_BSP_*`
 for batching, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`.
 
-Every span carries the correlation id (`switchboard.request_id`), the one log lines carry.
+Every span carries the correlation id (`switchboard.request_id`), the one log lines written beside it
+carry: in the worker, the id of the request that started the run (so a run resumed after an approval
+has the approving request's id on its API spans and the first request's on its worker spans). A job
+queued by a worker rather than the API (a turn that waited for the one before it, a run the reconciler
+took over) carries no trace context: its run starts a trace of its own, with the same request id.
 
 Off, nothing is set up: no exporter, no thread, and the hot path asks `enabled()` (a global read)
 before it makes a span or writes a trace context into a job.
