@@ -125,7 +125,14 @@ async def test_approve_on_the_card_runs_the_tool_once_and_shows_the_result(
     await expect(replies).to_have_count(2)
     result = replies.last
     await expect(result.locator(".message-text")).to_have_text(f"tool said: appended {mark}", timeout=REPLY_TIMEOUT_MS)
-    await expect(result.locator(f".tool-call[data-tool='{TOOL}']")).to_have_attribute("data-state", "done")
+    chip = result.locator(f".tool-call[data-tool='{TOOL}']")
+    await expect(chip).to_have_attribute("data-state", "done")
+    # The call reads as words; the tool's name and its arguments are behind the toggle.
+    await expect(chip.locator("summary")).to_have_text(f"Used “append line” (box): appended {mark}")
+    await expect(chip.locator(".tool-name")).to_be_hidden()
+    await chip.locator("summary").click()
+    await expect(chip.locator(".tool-name")).to_have_text(TOOL)
+    assert json.loads(await chip.locator(".tool-args").inner_text()) == {"text": mark}
     await expect(page.get_by_role("button", name="Stop")).to_be_hidden()
     await expect(page.locator("#messages")).to_have_attribute("aria-busy", "false")
     assert marked(workdir, mark) == [mark]

@@ -131,7 +131,18 @@ async def test_chat_tasks_reload_and_another_user(browser: Browser, deploy: Depl
     await expect(reply.locator(".message-text")).to_contain_text(re.compile("milk", re.I), timeout=REPLY_TIMEOUT_MS)
     tool_call = reply.locator(".tool-call[data-tool='add_task']")
     await expect(tool_call).to_have_attribute("data-state", "done")
-    await expect(tool_call).to_contain_text(re.compile("created", re.I))
+    # A line in words; the tool's own name, arguments and result only behind the toggle.
+    summary = tool_call.locator("summary")
+    await expect(summary).to_have_text("Added task “Buy milk”")
+    details = tool_call.locator(".tool-detail")
+    await expect(details).to_be_hidden()
+    await summary.click()
+    await expect(tool_call).to_have_attribute("open", "")
+    await expect(details.locator(".tool-name")).to_have_text("add_task")
+    assert json.loads(await details.locator(".tool-args").inner_text()) == {"title": "Buy milk"}
+    assert json.loads(await details.locator(".tool-output").inner_text())["status"] == "created"
+    await summary.click()
+    await expect(details).to_be_hidden()
     tasks = page.locator("#task-list .task")
     await expect(tasks).to_have_count(1)
     await expect(tasks.first).to_contain_text(re.compile("buy milk", re.I))
@@ -160,8 +171,39 @@ async def test_chat_tasks_reload_and_another_user(browser: Browser, deploy: Depl
     await expect(page.locator(".conversation[aria-current='page']")).to_have_count(1)
     await expect(page.locator("#chat-title")).to_have_text("Add a task to buy milk")
     await expect(tasks).to_have_count(1)
+    await expect(history.locator(".tool-call summary")).to_have_text(["Added task “Buy milk”"])
 
-    # 5. Bob, in a browser context of his own, even handed alice's link, sees none of it.
+    # 5. The round mark beside the task is a button that completes it, through the todo tool over
+    # `/mcp`, as alice. A tool error says so and leaves the task as it was.
+    mark = tasks.first.get_by_role("button", name="Mark “Buy milk” as done")
+    refused = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "result": {"content": [{"type": "text", "text": "task 1 not found"}], "isError": True},
+        }
+    )
+    mcp = f"{deployment.base_url}/mcp"
+    await page.route(mcp, lambda route: route.fulfill(status=200, content_type="application/json", body=refused))
+    await mark.click()
+    await expect(page.locator("#tasks-error")).to_have_text("Couldn't mark “Buy milk” as done. Task 1 not found.")
+    await expect(tasks.first).not_to_have_class(re.compile(r"\bcompleted\b"))
+    await page.unroute(mcp)
+    async with page.expect_response(lambda response: response.url == mcp) as call:
+        await mark.click()
+    response = await call.value
+    assert response.status == 200 and response.request.post_data_json["params"] == {
+        "name": "complete_task",
+        "arguments": {"task_id": 1},
+    }
+    await expect(tasks.first).to_have_class(re.compile(r"\bcompleted\b"))
+    await expect(page.locator("#tasks-error")).to_be_hidden()
+    await expect(page.locator("#task-list button.task-check")).to_have_count(0)  # nothing takes a task back
+    async with deployment.http("alice") as client:
+        listed = (await client.get("/api/alice/tasks")).json()["data"]
+    assert [(task["title"], task["completed"]) for task in listed] == [("Buy milk", True)]
+
+    # 6. Bob, in a browser context of his own, even handed alice's link, sees none of it.
     bob = await open_page(browser)
     await bob.page.goto(f"{deployment.base_url}/#c={conversation_id}")
     await sign_in(bob.page, "bob")
@@ -215,6 +257,9 @@ async def test_errors_read_as_sentences(browser: Browser, deployment: Deployment
     await composer.fill("first")
     await composer.press("Enter")
     await expect(replies.last.locator(".tool-call")).to_have_attribute("data-state", "error")
+    await expect(replies.last.locator(".tool-call summary")).to_have_text(
+        "Couldn't add task “x”: the title is too long"
+    )
     await expect(replies.last.locator(".message-error")).to_have_text("The model provider did not answer.")
 
     await page.unroute(chat)
