@@ -55,8 +55,9 @@ def run_dev(*, host: str, port: int) -> int:
     try:
         return _run(children, stop, settings, env, host=host, port=port, api_key=api_key)
     finally:
-        children.stop_all()
-        say("Switchboard stopped.")
+        if children.started:
+            children.stop_all()
+            say("Switchboard stopped.")
 
 
 def _run(
