@@ -221,16 +221,18 @@ class Dev:
                 stderr=stderr,
             )
         base_url = api_key = None
-        deadline = time.monotonic() + 60
+        # Generous: on a busy machine each of its Python processes takes ten seconds or more to import.
+        deadline = time.monotonic() + 90
         healthy_at: float | None = None
         assert self.process.stdout is not None
         async with httpx2.AsyncClient(timeout=2) as http:
-            while api_key is None:
+            while not (self.lines and "Press Ctrl-C to stop." in self.lines[-1]):  # the banner's last line
                 now = time.monotonic()
                 problem = f"\n--- stdout\n{self.output}\n--- stderr\n{self.stderr}"
-                assert now < deadline, "no banner within 60 s" + problem
-                # The banner is printed as soon as the API is healthy; a few seconds later it must be readable.
-                assert healthy_at is None or now - healthy_at < 5, (
+                assert now < deadline, "no banner within 90 s" + problem
+                # The banner is printed once the API is healthy and the worker has reported in (which can
+                # take longer to start than the API); some seconds later it must be readable.
+                assert healthy_at is None or now - healthy_at < 30, (
                     "the API is up but the banner has not appeared on stdout (printed but not flushed?)" + problem
                 )
                 try:
@@ -248,7 +250,7 @@ class Dev:
                     base_url = match.group(1)
                 if match := re.search(r"API key: (\S+)", line):
                     api_key = match.group(1)
-        assert base_url is not None, self.output
+        assert base_url is not None and api_key is not None, self.output
         self.children = psutil.Process(self.process.pid).children(recursive=True)
         return base_url, api_key
 
@@ -299,16 +301,17 @@ async def dev_session(cwd: Path, env: dict[str, str], port: int) -> AsyncIterato
 
 async def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     # Read through a pipe, as `switchboard dev | tee` or a log collector would: the banner must still
     # appear when it is printed, not when the process exits.
-    env = clean_env(SWITCHBOARD_REDIS_URL=dead_redis)
+    env = clean_env()
     env.pop("PYTHONUNBUFFERED", None)
 
     async with dev_session(tmp_path, env, port) as dev:
         base_url, api_key = await dev.start()
         assert base_url == f"http://127.0.0.1:{port}/v1"
-        assert "Started a private Redis" in dev.output, dev.output
+        # Without SWITCHBOARD_REDIS_URL, a Redis of its own, whatever answers on 6379.
+        [redis_line] = [line for line in dev.lines if line.startswith("Redis: ")]
+        assert "a private one on port" in redis_line and "port 6379" not in redis_line, redis_line
         names = [" ".join(child.cmdline()) for child in dev.children]
         assert any("redis-server" in name for name in names), names
 
