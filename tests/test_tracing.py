@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,10 @@ from domain.errors import ConfigurationError
 from domain.settings import Settings
 from domain.tracing import REQUEST_ID
 from tests.deployment import Deployment
+from tests.test_approvals import append_call
+from tests.test_assistants_file import SECRET, WEB_TOKEN, WebServer, assistants_toml, marker, web_server, workdir
+
+__all__ = ["web_server", "workdir"]  # fixtures, shared with the assistants-file tests
 
 SERVER, PRODUCER, CONSUMER, CLIENT = (
     SpanProto.SPAN_KIND_SERVER,
@@ -289,3 +294,55 @@ def test_a_protocol_other_than_otlp_http_is_refused_in_one_line(monkeypatch: Any
     with pytest.raises(ConfigurationError, match="OTEL_EXPORTER_OTLP_PROTOCOL=grpc"):
         tracing.setup(Settings(otel=True), service=tracing.WORKER_SERVICE)
     assert not tracing.enabled()
+
+
+async def test_a_run_resumed_after_approval_is_traced_from_the_decision(
+    deploy: Any, workdir: Path, web_server: WebServer
+) -> None:
+    """The decision's request starts the trace of the run's going on: its enqueue, the run, the approved
+    call (PydanticAI's tool span), the model after it and the write. The worker's spans carry the id of
+    the request that started the run, as its log lines do."""
+    path = workdir / "tracing-assistants.toml"
+    path.write_text(assistants_toml(web_url=web_server.url))
+    with Collector().running() as collector:
+        running: Deployment = await deploy(
+            {
+                "SWITCHBOARD_ASSISTANTS_FILE": str(path),
+                "SB_TEST_BOX_LOG": str(workdir / "box.log"),
+                "SB_TEST_SECRET": SECRET,
+                "SB_TEST_WEB_TOKEN": WEB_TOKEN,
+                "SWITCHBOARD_OTEL": "true",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+            }
+        )
+        mark = marker()
+        started_id, decided_id = f"trace-ask-{mark}", f"trace-approve-{mark}"
+        async with running.http("alice") as http:
+            asked = await http.post(
+                "/v1/chat/completions",
+                json={"model": "helper", "messages": [{"role": "user", "content": append_call(mark)}]},
+                headers={"X-Request-ID": started_id},
+            )
+            assert asked.status_code == 200, asked.text
+            run_id = asked.headers["x-run-id"]
+            [pending] = (await http.get(f"/v1/runs/{run_id}")).json()["pending_approvals"]
+            decided = await http.post(
+                f"/v1/runs/{run_id}/approvals",
+                json={"call_id": pending["call_id"], "decision": "approve"},
+                headers={"X-Request-ID": decided_id},
+            )
+            assert decided.status_code == 200, decided.text
+        request_name = "POST /v1/runs/{run_id}/approvals"
+        tool_name = "execute_tool box_append_line"
+        tree = Tree(await wait_for_trace(collector, decided_id, request_name, "run helper", tool_name, "write outcome"))
+        request, enqueue, run = tree.one(request_name), tree.one("enqueue run_chat"), tree.one("run helper")
+        assert (request.kind, request.parent_id) == (SERVER, "")
+        assert (enqueue.parent_id, run.parent_id) == (request.span_id, enqueue.span_id)
+        tool, write = tree.one(tool_name), tree.one("write outcome")
+        [model] = tree.named("chat fake-model")
+        assert run in tree.ancestors(tool) and run in tree.ancestors(model) and write.parent_id == run.span_id
+        assert tool.end_ns <= model.start_ns and model.end_ns <= write.start_ns
+        for span in tree.spans:
+            expected = decided_id if span.service == "switchboard-api" else started_id
+            assert span.attributes.get(REQUEST_ID) == expected, f"{span}:\n{dump(tree.spans)}"
