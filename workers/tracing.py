@@ -43,13 +43,19 @@ from pydantic_ai.models.instrumented import InstrumentationSettings
 from domain import tracing
 from domain.settings import Settings
 
+_bridged = False
+
 
 def setup_worker_tracing(settings: Settings) -> None:
+    global _bridged
     provider = tracing.setup(settings, service=tracing.WORKER_SERVICE)
     if provider is None:
         # Agents SDK traces go to OpenAI's servers: only when the operator asked for them.
         agents.set_tracing_disabled(not settings.agents_tracing)
         return
+    if _bridged:
+        return  # a second worker in this process: the frameworks are instrumented already
+    _bridged = True
     # Without the words, and without every tool's schema on every model call (the tools' names and
     # parameters are still there, as `gen_ai.tool.definitions`).
     Agent.instrument_all(
