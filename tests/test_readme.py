@@ -1,5 +1,6 @@
 """The README against the code: its settings table names every setting and nothing else, with the
-defaults the settings class has; its links lead somewhere; it still opens with the two commands.
+defaults the settings class has; its metrics table names every metric each process serves; its links
+lead somewhere; it still opens with the two commands.
 
 No services: this reads files. Each check is also run against a README made wrong on purpose, so a
 check that could never fail would fail here.
@@ -201,3 +202,42 @@ def test_the_licence_is_mit_and_the_readme_says_so() -> None:
     licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert licence.startswith("MIT License\n\nCopyright (c) 2026 the Switchboard authors\n")
     assert "MIT" in readme().split("## Licence", 1)[1]
+
+
+# ------------------------------------------------------------------ the metrics table
+
+
+def metrics_rows(text: str) -> dict[str, set[str]]:
+    """Each `switchboard_*` metric the README's metrics table names (counters without `_total`), with the
+    processes (API, worker) its row names."""
+    section = text.split("### Metrics and traces\n", 1)[1].split("\n#", 1)[0]
+    named: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        if not line.startswith("| ") or line.startswith("| process"):
+            continue
+        process, metrics = (cell.strip() for cell in line.strip().strip("|").split("|")[:2])
+        where = {"API", "worker"} if process == "both" else {process}
+        for name in re.findall(r"`(switchboard_[a-z_]+)`", metrics):
+            named.setdefault(name.removesuffix("_total"), set()).update(where)
+    return named
+
+
+def exported_metrics() -> dict[str, set[str]]:
+    from domain.metrics import ApiMetrics, WorkerMetrics
+
+    exported: dict[str, set[str]] = {}
+    for process, metrics in (("API", ApiMetrics()), ("worker", WorkerMetrics())):
+        for metric in metrics.registry.collect():
+            if metric.name.startswith("switchboard_"):
+                exported.setdefault(metric.name, set()).add(process)
+    return exported
+
+
+def test_the_metrics_table_names_every_metric_where_it_is_served() -> None:
+    assert metrics_rows(readme()) == exported_metrics()
+    # The check itself: a metric left out, or put in the wrong process.
+    text = readme()
+    assert metrics_rows(text.replace("`switchboard_approvals_pending`", "")) != exported_metrics()
+    assert metrics_rows(text.replace("| both | `switchboard_dependency", "| API | `switchboard_dependency")) != (
+        exported_metrics()
+    )
