@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -260,6 +261,9 @@ async def test_cancel_a_background_response(deployment: Deployment) -> None:
             "input",
         ),
         ({"model": MODEL, "input": [{"role": "assistant", "content": "only me"}]}, "input"),
+        ({"model": MODEL, "input": "x", "max_tool_calls": 3}, "max_tool_calls"),
+        ({"model": MODEL, "input": "x", "top_logprobs": 21}, "top_logprobs"),
+        ({"model": MODEL, "input": "x", "presence_penalty": 3}, "presence_penalty"),
     ],
 )
 async def test_bad_input_is_400(deployment: Deployment, body: dict[str, Any], param: str) -> None:
@@ -389,12 +393,39 @@ async def test_langchain_with_the_responses_api_a_tool_streamed_and_not(deployme
     assert final.text == "tool said: sunny in Lima"
 
 
+def open_responses_validators() -> tuple[Callable[[Any], Any], Callable[[dict[str, Any]], Any]]:
+    """Validators of a Response object and of a streamed event, from the Open Responses specification's
+    own types (`openresponses-types`): each event by the model whose `type` it names."""
+    import typing
+
+    import openresponses_types as spec
+    from pydantic import BaseModel
+
+    by_type: dict[str, type[BaseModel]] = {}
+    for name in dir(spec):
+        model = getattr(spec, name)
+        if name.endswith("StreamingEvent") and isinstance(model, type) and issubclass(model, BaseModel):
+            literal = typing.get_args(model.model_fields["type"].annotation)
+            kind = model.model_fields["type"].annotation
+            value = typing.get_args(kind)[0] if literal else next(iter(kind.__members__.values())).value
+            by_type[getattr(value, "value", value)] = model
+
+    def event(data: dict[str, Any]) -> Any:
+        assert data["type"] in by_type, f"{data['type']} is no Open Responses event"
+        return by_type[data["type"]].model_validate(data)
+
+    return spec.ResponseResource.model_validate, event
+
+
 async def test_every_object_and_event_validates_against_the_sdk_types(deployment: Deployment) -> None:
-    """The SDK's own parsing is lenient; its pydantic models, validated strictly, name a missing field."""
+    """The SDK's own parsing is lenient; its pydantic models, validated strictly, name a missing field.
+    The Open Responses specification's types check the same objects and events where the specification
+    covers them: it has no MCP items, which are OpenAI's."""
     from openai.types.responses import Response, ResponseStreamEvent
     from pydantic import TypeAdapter
 
     events = TypeAdapter(ResponseStreamEvent)
+    open_response, open_event = open_responses_validators()
     bodies = [
         {"model": MODEL, "input": f"{marker()} [[reply:plain]]", "metadata": {"a": "b"}},
         {"model": MODEL, "input": f'{marker()} [[tool:get_weather {{"city": "Oslo"}}]]', "tools": [WEATHER]},
@@ -403,18 +434,26 @@ async def test_every_object_and_event_validates_against_the_sdk_types(deployment
     ]
     async with deployment.http() as http:
         for body in bodies:
+            in_spec = body["model"] != "todo"
             answered = await http.post("/v1/responses", json=body)
             assert answered.status_code == 200, answered.text
             Response.model_validate(answered.json())
+            if in_spec:
+                open_response(answered.json())
             streamed = await http.post("/v1/responses", json={**body, "stream": True})
             blocks = [block for block in streamed.text.split("\n\n") if "data: " in block]
             for block in blocks:
                 data = json.loads(block.split("data: ", 1)[1])
                 events.validate_python(data)
+                if in_spec:
+                    open_event(data)
             queued = await http.post("/v1/responses", json={**body, "background": True})
             Response.model_validate(queued.json())
             polled = await http.get(f"/v1/responses/{queued.json()['id']}")
             Response.model_validate(polled.json())
+            if in_spec:
+                open_response(queued.json())
+                open_response(polled.json())
 
 
 async def test_the_todo_tools_are_listed_and_called_as_mcp_items(deployment: Deployment) -> None:
@@ -549,3 +588,33 @@ async def test_tool_choice_and_parallel_tool_calls_reach_the_model(deployment: D
     [sent] = requests_with(fake_llm, token)
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert sent["parallel_tool_calls"] is False
+
+
+async def test_penalties_and_log_probabilities_reach_the_model_and_come_back(
+    deployment: Deployment, fake_llm: FakeLLM
+) -> None:
+    token = marker()
+    response = await deployment.openai().responses.create(
+        model=MODEL,
+        input=f"{token} [[reply:two words]]",
+        extra_body={"presence_penalty": 0.5, "frequency_penalty": -0.25},  # not in the SDK's signature
+        top_logprobs=2,
+        include=["message.output_text.logprobs"],
+        safety_identifier="hashed-user-7",
+        prompt_cache_key="tenant-a",
+    )
+    [sent] = requests_with(fake_llm, token)
+    assert (sent["presence_penalty"], sent["frequency_penalty"]) == (0.5, -0.25)
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 2
+    [text] = response.output[0].content
+    assert "".join(entry.token for entry in text.logprobs) == "two words"
+    assert all(len(entry.top_logprobs) == 2 for entry in text.logprobs)
+    assert response.top_logprobs == 2
+    assert (response.model_extra or {}).get("presence_penalty") == 0.5
+    again = await deployment.openai().responses.retrieve(response.id)
+    assert (again.safety_identifier, again.prompt_cache_key, again.top_logprobs) == ("hashed-user-7", "tenant-a", 2)
+    # Without `include`, none are asked for.
+    token = marker()
+    await deployment.openai().responses.create(model=MODEL, input=f"{token} [[reply:plain]]", top_logprobs=2)
+    [sent] = requests_with(fake_llm, token)
+    assert "logprobs" not in sent and "top_logprobs" not in sent

@@ -45,6 +45,8 @@ from domain.passthrough import check_passable
 from domain.run_request import ModelInput, RunRequest
 from domain.run_views import RunView, unix_seconds
 
+# What `include` asks for to get each output text's token log probabilities (`top_logprobs` per token).
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
 _RESPONSE_ID = re.compile(r"^resp_([0-9a-f]{24})$")
 # How long `POST /v1/responses/{id}/cancel` waits for the run to stop before answering as it stands.
 CANCEL_WAIT_S = 5.0
@@ -61,6 +63,9 @@ async def create_response(request: Request) -> Response:
     user_id = await state.authenticator.authenticate(request.headers)
     data = await read_json(request, max_bytes=state.settings.max_chat_body_bytes)
     body = validate(ResponseCreateRequest, data)
+    if body.max_tool_calls is not None:
+        # It caps built-in tools (web search, file search), of which Switchboard has none.
+        raise InvalidRequest("max_tool_calls is not supported: there are no built-in tools", param="max_tool_calls")
     assistant = state.assistants.find(body.model, user_id=user_id)
     if assistant is None:
         raise NotFound(f"The model '{body.model}' does not exist", param="model", code="model_not_found")
@@ -282,6 +287,10 @@ def _run_request(
             top_p=body.top_p,
             max_completion_tokens=body.max_output_tokens,
             parallel_tool_calls=body.parallel_tool_calls,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            logprobs=True if LOGPROBS_INCLUDE in (body.include or ()) else None,
+            top_logprobs=body.top_logprobs if LOGPROBS_INCLUDE in (body.include or ()) else None,
             reasoning_effort=body.reasoning.effort if body.reasoning else None,
             response_format=_response_format(body),
         ),
@@ -331,6 +340,12 @@ def _echo(body: ResponseCreateRequest, *, conversation_key: str | None) -> dict[
         "parallel_tool_calls": True if body.parallel_tool_calls is None else body.parallel_tool_calls,
         "temperature": 1.0 if body.temperature is None else body.temperature,
         "top_p": 1.0 if body.top_p is None else body.top_p,
+        "presence_penalty": body.presence_penalty or 0.0,
+        "frequency_penalty": body.frequency_penalty or 0.0,
+        "top_logprobs": body.top_logprobs or 0,
+        "max_tool_calls": None,
+        "safety_identifier": body.safety_identifier,
+        "prompt_cache_key": body.prompt_cache_key,
         "tools": [_tool_body(tool.name, tool.description, tool.parameters, tool.strict) for tool in body.tools or ()],
         "tool_choice": body.tool_choice or "auto",
         "text": {"format": (body.text.format if body.text and body.text.format else {"type": "text"})},
@@ -346,7 +361,18 @@ def _echo(body: ResponseCreateRequest, *, conversation_key: str | None) -> dict[
 
 
 # What a response repeats of its request that the run's model input does not already hold.
-_KEPT_ECHO = ("metadata", "text", "truncation", "previous_response_id", "background", "user", "reasoning")
+_KEPT_ECHO = (
+    "metadata",
+    "text",
+    "truncation",
+    "previous_response_id",
+    "background",
+    "user",
+    "reasoning",
+    "top_logprobs",
+    "safety_identifier",
+    "prompt_cache_key",
+)
 
 
 def _kept_echo(body: ResponseCreateRequest) -> dict[str, Any]:
@@ -369,6 +395,12 @@ def _echo_of_spec(spec: dict[str, Any] | None, *, conversation_key: str | None) 
         "parallel_tool_calls": True if params.parallel_tool_calls is None else params.parallel_tool_calls,
         "temperature": 1.0 if params.temperature is None else params.temperature,
         "top_p": 1.0 if params.top_p is None else params.top_p,
+        "presence_penalty": params.presence_penalty or 0.0,
+        "frequency_penalty": params.frequency_penalty or 0.0,
+        "top_logprobs": 0,
+        "max_tool_calls": None,
+        "safety_identifier": None,
+        "prompt_cache_key": None,
         "tools": [
             _tool_body(tool.function.name, tool.function.description, tool.function.parameters, tool.function.strict)
             for tool in model_input.tools or ()

@@ -57,6 +57,15 @@ class ResponseCreateRequest(BaseModel):
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    # Log probabilities of each output token (with `include: ["message.output_text.logprobs"]`).
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    # Caps the calls of built-in tools, which there are none of: only null is accepted (see the route).
+    max_tool_calls: Annotated[int, Field(ge=1)] | None = None
+    # Hints for the provider's abuse detection and prompt cache: kept and repeated, not acted on.
+    safety_identifier: Annotated[str, Field(max_length=64)] | None = None
+    prompt_cache_key: Annotated[str, Field(max_length=256)] | None = None
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(default=None, max_length=16)
     store: bool = True
     stream: bool = False

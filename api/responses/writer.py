@@ -107,6 +107,9 @@ class ResponseWriter:
                 self.broken = True
                 return [self._error(RESTARTED_MESSAGE, "run_restarted")]
             case Completed():
+                if progress.logprobs and self._message is not None:
+                    # The provider's per-token log probabilities come with the end, in the same shape.
+                    self.output[self._message]["content"][0]["logprobs"] = progress.logprobs
                 events = self._close_all()
                 self.usage = progress.usage
                 if progress.finish_reason == "length":
@@ -323,7 +326,9 @@ class ResponseWriter:
         item["status"] = "completed"
         ids = {"item_id": item["id"], "output_index": index}
         return [
-            self._event("response.output_text.done", **ids, content_index=0, text=part["text"], logprobs=[]),
+            self._event(
+                "response.output_text.done", **ids, content_index=0, text=part["text"], logprobs=part["logprobs"]
+            ),
             self._event("response.content_part.done", **ids, content_index=0, part=_copy(part)),
             self._event("response.output_item.done", output_index=index, item=_copy(item)),
         ]
