@@ -57,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
     command("worker", "run a worker that executes chat runs", _ALL_SETTINGS)
-    command("migrate", "upgrade the database schema to the newest revision", "Reads SWITCHBOARD_DATABASE_URL.")
+    command(
+        "migrate",
+        "upgrade the database schema to the newest revision",
+        "Says in one line which revision the database is now at; makes the folder of an SQLite file",
+        "if it is missing, and says so. Exits 1, with one line, when the database cannot be reached.",
+        "Reads SWITCHBOARD_DATABASE_URL.",
+    )
     check = command(
         "healthcheck",
         "exit 0 if this host's API (GET /healthz) or worker (a fresh heartbeat in Redis) is healthy",
@@ -68,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev = command(
         "dev",
         "run everything on this machine: API, one worker, demo model",
-        "Reads every SWITCHBOARD_* setting; those not set get development defaults.",
+        "Reads every SWITCHBOARD_* setting; those not set get development defaults: SQLite under ./var,",
+        "a private Redis (unless SWITCHBOARD_REDIS_URL is set), an API key kept in var/dev-api-key.",
+        "Ctrl-C, SIGTERM or closing the terminal stops everything it started.",
     )
     dev.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     dev.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
