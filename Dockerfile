@@ -25,8 +25,8 @@ COPY migrations ./migrations
 # Editable, so the code stays in /app beside alembic.ini and migrations/, where `switchboard migrate`
 # looks for them; --no-deps: everything it needs came from the lock.
 RUN pip install --no-deps -e . \
-    && groupadd --system --gid 10001 switchboard \
-    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/switchboard switchboard
+    && groupadd --gid 10001 switchboard \
+    && useradd --uid 10001 --gid 10001 --no-log-init --create-home --shell /usr/sbin/nologin switchboard
 
 # Not root; numeric, so that an orchestrator can tell without reading /etc/passwd.
 USER 10001:10001
