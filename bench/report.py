@@ -15,8 +15,11 @@ PROFILE_END = "<!-- bench:profile:end -->"
 LABELS = {
     "direct": "direct",
     "inprocess": "in-process",
+    "inprocess-todo": "in-process todo",
     "switchboard": "switchboard 1w",
     "switchboard-2w": "switchboard 2w",
+    "switchboard-todo": "switchboard todo 1w",
+    "switchboard-todo-2w": "switchboard todo 2w",
 }
 CPU_COLUMNS = [
     ("api", "API"),
@@ -35,9 +38,32 @@ def _f(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _plot(data: dict[str, Any], name: str, alt: str) -> list[str]:
+    """A plot of this run, if it was drawn (paths relative to the repository root, where BENCHMARKS.md is)."""
+    for path in data.get("plots") or ():
+        if Path(path).stem == name:
+            return ["", f"![{alt}]({path})", ""]
+    return []
+
+
 def render_results(data: dict[str, Any]) -> str:
     meta = data["meta"]
     results = data["results"]
+    todo_counts = ""
+    if meta.get("todo_requests") and any(r["path"] in ("inprocess-todo", "switchboard-todo", "switchboard-todo-2w")
+                                         for r in results):  # fmt: skip
+        todo_counts = (
+            f" The todo paths (prompt `{meta.get('todo_prompt')}`: one tool call, then the answer) measure "
+            + ", ".join(f"c={c}: {n}" for c, n in meta["todo_requests"].items())
+            + " requests after a warm-up of "
+            + ", ".join(f"c={c}: {n}" for c, n in meta["todo_warmup"].items())
+            + "."
+        )
+    plots_note = (
+        "Plots: none in this run (matplotlib is not installed: `uv pip install -e '.[bench]'`)."
+        if data.get("plots") == [] and not meta.get("quick")
+        else ""
+    )
     lines = [
         f"Run of {meta['date']} at commit `{meta.get('git_commit', '?')}` on {meta['cores']} cores "
         f"({meta['cpu_model']}), Python {meta['versions']['python']}; "
@@ -47,7 +73,12 @@ def render_results(data: dict[str, Any]) -> str:
         + ", ".join(f"c={c}: {n}" for c, n in meta["requests"].items())
         + "; warm-up "
         + ", ".join(f"c={c}: {n}" for c, n in meta["warmup"].items())
-        + f". Server log level {meta['server_log_level']}.",
+        + f". Server log level {meta['server_log_level']}."
+        + todo_counts,
+        *([plots_note] if plots_note else []),
+        *_plot(data, "targets", "Targets of issue 14: each value against its target (met in green, missed in red)"),
+        *_plot(data, "rps", "Requests per second by path and concurrency"),
+        *_plot(data, "ttft", "Time to first token, p50 and p99, by path and concurrency"),
         "",
         "| path | conc. | ok / sent | errors | TTFT p50 ms | TTFT p99 ms | total p50 ms | total p99 ms | req/s "
         "| other load, cores |",
@@ -69,14 +100,17 @@ def render_results(data: dict[str, Any]) -> str:
     present = [(k, label) for k, label in CPU_COLUMNS if any(k in r["cpu_ms_per_request"] for r in results)]
     lines += [
         "",
-        "CPU time per request, ms (utime+stime from /proc over the measured phase, divided by successful requests):",
+        "CPU time per request, ms (utime+stime from /proc over the measured phase, divided by successful requests). "
+        "*servers total* is every process but the fake LLM and the load generator (for the in-process todo "
+        "baseline, its server and PostgreSQL):",
+        *_plot(data, "cpu", "CPU time per request by process, stacked, by path and concurrency"),
         "",
         "| path | conc. | " + " | ".join(label for _, label in present) + " | servers total |",
         "|---|---:|" + "---:|" * len(present) + "---:|",
     ]
     for r in results:
         per = r["cpu_ms_per_request"]
-        servers = sum(v for k, v in per.items() if k != "loadgen" and v is not None)
+        servers = sum(v for k, v in per.items() if k not in ("loadgen", "fake_llm") and v is not None)
         cells = " | ".join(_f(per.get(k), 2) for k, _ in present)
         lines.append(f"| {LABELS.get(r['path'], r['path'])} | {r['concurrency']} | {cells} | {_f(servers, 2)} |")
 
@@ -106,25 +140,35 @@ def render_results(data: dict[str, Any]) -> str:
     if data["ratios_vs_inprocess"]:
         lines += [
             "",
-            "Against the in-process baseline of the same run and concurrency:",
+            "Against the in-process baseline of the same run and concurrency (the todo paths against the in-process "
+            "todo baseline):",
             "",
             "| path | conc. | added TTFT p50 ms | added TTFT p99 ms | added total p50 ms "
-            "| TTFT p50 × | total p50 × | req/s × |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| TTFT p50 × | total p50 × | req/s × | server CPU × |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for q in data["ratios_vs_inprocess"]:
             lines.append(
                 f"| {LABELS.get(q['path'], q['path'])} | {q['concurrency']} | {_f(q['added_ttft_p50_ms'], 2)} "
                 f"| {_f(q['added_ttft_p99_ms'], 2)} | {_f(q['added_total_p50_ms'], 2)} | {_f(q['ttft_p50_ratio'], 2)} "
-                f"| {_f(q['total_p50_ratio'], 2)} | {_f(q['rps_ratio'], 2)} |"
+                f"| {_f(q['total_p50_ratio'], 2)} | {_f(q['rps_ratio'], 2)} | {_f(q.get('server_cpu_ratio'), 2)} |"
             )
 
-    lines += ["", "Targets:", "", "| target | value | met? |", "|---|---:|---|"]
+    lines += render_parts(data)
+
+    lines += [
+        "",
+        "Targets (issue 14; *n/a*: not measured in this run):",
+        "",
+        "| # | target | value | from | met? |",
+        "|---:|---|---:|---|---|",
+    ]
     for t in data["targets"]:
-        met = {True: "**yes**", False: "**no**", None: "n/a"}[t["met"]]
-        unit = " ms" if t["unit"] == "ms" else "×"
-        value = "–" if t["value"] is None else f"{t['value']:.2f}{unit}"
-        lines.append(f"| {t['target']} | {value} | {met} |")
+        met = {True: "**met**", False: "**missed**", None: "n/a"}[t["met"]]
+        unit = {"ms": " ms", "x": "×", "cmds": "", "errors": "", "KB": " KB", "MB": " MB"}.get(t["unit"], "")
+        value = "–" if t["value"] is None else f"{t['value']:.2f}{unit}" if t["unit"] in ("ms", "x") else (
+            f"{t['value']:g}{unit}")  # fmt: skip
+        lines.append(f"| {t.get('number', '')} | {t['target']} | {value} | {t.get('detail', '')} | {met} |")
 
     errors = [r for r in results if r["errors"] or r["warmup_errors"]]
     if errors:
@@ -133,6 +177,49 @@ def render_results(data: dict[str, Any]) -> str:
             f" (warm-up errors {r['warmup_errors']})" for r in errors
         )]  # fmt: skip
     return "\n".join(lines)
+
+
+def render_parts(data: dict[str, Any]) -> list[str]:
+    parts = data.get("parts") or {}
+    lines: list[str] = []
+    streams = parts.get("streams")
+    if streams:
+        lines += [
+            "",
+            f"Open streams (one API process, {streams.get('workers', 2)} workers): {streams['streams']:,} streaming "
+            f"requests sent at once, prompt `{streams['prompt']}`; the API's RSS before (after a warm-up) and "
+            "while the most streams were open at once (open: its first content arrived and its end did not):",
+            *_plot(data, "streams", "Open streams and the API process's RSS over time"),
+            "",
+            "| streams | ok | errors | most open at once | all open after | API RSS before | API RSS, most open "
+            "| per open stream | API RSS peak / after | API fds peak | open files limit (API) | Redis cmds/req |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {streams['streams']} | {streams['ok']} | {streams['errors']} | {streams['max_open_at_once']} "
+            f"| {_f(streams['all_open_after_s'], 1)} s | {streams['api_rss_before_mb']} MiB "
+            f"| {streams['api_rss_open_mb']} MiB | {_f(streams['rss_per_open_stream_kb'], 1)} KiB "
+            f"| {streams['api_rss_peak_mb']} / {streams['api_rss_after_mb']} MiB | {streams['api_fds_peak']} "
+            f"| {streams['api_nofile']} | {_f(streams['redis_commands_per_request'], 1)} |",
+        ]
+        if streams["errors"]:
+            lines += ["", f"Stream errors: {streams['error_kinds']}"]
+    slow = parts.get("slow-reader")
+    if slow:
+        lines += [
+            "",
+            f"Slow reader: one request for a {slow['reply_bytes'] / 1e6:g} MB reply on a socket with a "
+            f"{slow['client_rcvbuf'] // 1024} KiB receive buffer, not read until its run had ended (plus 2 s); "
+            "then read to the end:",
+            "",
+            "| reply | run ended after | API RSS before | API RSS peak, unread | growth | API RSS after reading "
+            "| read | complete |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| {slow['reply_bytes'] / 1e6:g} MB | {_f(slow['run_ended_after_s'], 1)} s "
+            f"| {slow['api_rss_before_mb']} MiB | {slow['api_rss_peak_unread_mb']} MiB | {slow['rss_growth_mb']} MiB "
+            f"| {slow['api_rss_after_read_mb']} MiB "
+            f"| {slow['received_bytes']:,} bytes in {slow['read_s']} s "
+            f"| {'yes' if slow['complete'] else 'no'} ({slow['content_chars']:,} content chars) |",
+        ]
+    return lines
 
 
 def render_profile(data: dict[str, Any]) -> str:
