@@ -25,3 +25,12 @@ def exit_quietly_on_stop_signals() -> None:
 def _exit_quietly(signum: int, _frame: FrameType | None) -> None:
     # SystemExit unwinds without a traceback; 128 + N is how a shell reports death by signal N.
     raise SystemExit(128 + signum)
+
+
+def restore_default_stop_signals() -> None:
+    """Python's own handlers again, once the imports are done: a server's framework (uvicorn, arq) puts
+    its handlers in place and, stopping, hands a signal it caught back to these, so the process ends
+    as signalled (uvicorn re-raises the signal it caught after restoring the handlers it found)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
