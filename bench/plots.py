@@ -226,7 +226,7 @@ def _targets(plt: Any, data: dict[str, Any]) -> Any:
     ax.barh(ys, shown, color=colors, height=0.65)
     ax.axvline(1.0, color="black", linewidth=1)
     for y, t, s in zip(ys, rows, shown, strict=True):
-        unit = {"ms": " ms", "x": "×", "KB": " KiB", "MB": " MiB"}.get(t["unit"], "")
+        unit = {"ms": " ms", "x": "×", "KiB": " KiB", "MiB": " MiB"}.get(t["unit"], "")
         value = f"{t['value']:.2f}{unit}" if t["unit"] in ("ms", "x") else f"{t['value']:g}{unit}"
         ax.text(s + 0.05, y, f"{value}  {'met' if t['met'] else 'missed'}", va="center", fontsize=7.5)
     ax.set_yticks(ys, [f"{t['number']}. {t['target']}" for t in rows], fontsize=7.5)

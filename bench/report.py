@@ -42,7 +42,7 @@ def _plot(data: dict[str, Any], name: str, alt: str) -> list[str]:
     """A plot of this run, if it was drawn (paths relative to the repository root, where BENCHMARKS.md is)."""
     for path in data.get("plots") or ():
         if Path(path).stem == name:
-            return ["", f"![{alt}]({path})", ""]
+            return ["", f"![{alt}]({path})"]
     return []
 
 
@@ -165,7 +165,7 @@ def render_results(data: dict[str, Any]) -> str:
     ]
     for t in data["targets"]:
         met = {True: "**met**", False: "**missed**", None: "n/a"}[t["met"]]
-        unit = {"ms": " ms", "x": "×", "cmds": "", "errors": "", "KB": " KB", "MB": " MB"}.get(t["unit"], "")
+        unit = {"ms": " ms", "x": "×", "cmds": "", "errors": "", "KiB": " KiB", "MiB": " MiB"}.get(t["unit"], "")
         value = "–" if t["value"] is None else f"{t['value']:.2f}{unit}" if t["unit"] in ("ms", "x") else (
             f"{t['value']:g}{unit}")  # fmt: skip
         lines.append(f"| {t.get('number', '')} | {t['target']} | {value} | {t.get('detail', '')} | {met} |")

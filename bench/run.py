@@ -64,7 +64,7 @@ TODO_PROMPT = "[[tool:list_tasks {}]]"
 # The open streams' message: a token every 5 s for 55 s, so that the first streams are still open when
 # the last ones have started (a thousand runs take a while to start on two cores), with few events each.
 STREAM_PROMPT = "[[tokens:12]] [[tokendelay:5]]"
-QUICK_STREAM_PROMPT = "[[tokens:8]] [[tokendelay:3]]"
+QUICK_STREAM_PROMPT = "[[tokens:6]] [[tokendelay:3]]"
 STREAM_WORKERS = 2
 
 
@@ -973,9 +973,9 @@ def targets(results: list[dict[str, Any]], parts: dict[str, Any] | None = None) 
     )
     add(
         4,
-        "API RSS per open stream <= 64 KB",
+        "API RSS per open stream <= 64 KiB",
         None if streams is None else streams["rss_per_open_stream_kb"],
-        "KB",
+        "KiB",
         None
         if streams is None or streams["rss_per_open_stream_kb"] is None
         else streams["rss_per_open_stream_kb"] <= 64,
@@ -986,16 +986,17 @@ def targets(results: list[dict[str, Any]], parts: dict[str, Any] | None = None) 
     slow = parts.get("slow-reader")
     add(
         4,
-        "slow reader of an 8 MB reply: API RSS growth while unread <= 2 MB (1 MB buffer + 1 MB slack), "
+        "slow reader of an 8 MB reply: API RSS growth while unread <= 2 MiB (1 MiB buffer + 1 MiB slack), "
         "then the whole reply",
         None if slow is None else slow["rss_growth_mb"],
-        "MB",
+        "MiB",
         None if slow is None else slow["rss_growth_mb"] <= 2 and slow["complete"],
         ""
         if slow is None
-        else f"{slow['api_rss_before_mb']} -> {slow['api_rss_peak_unread_mb']} MB; whole reply read: "
+        else f"{slow['api_rss_before_mb']} -> {slow['api_rss_peak_unread_mb']} MiB; whole reply read: "
         + ("yes" if slow["complete"] else f"no ({slow['content_chars']} of {slow['reply_bytes']} chars)"),
     )
+    out.sort(key=lambda t: t["number"])  # stable: each number's rows keep their order
     return out
 
 
@@ -1054,7 +1055,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,10,100", help="comma-separated levels (default 1,10,100)")
     parser.add_argument("--requests", default=None, help="measured requests per level (default 200,500,1000)")
     parser.add_argument("--warmup", default=None, help="warm-up requests per level (default 20,50,200)")
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"which paths and parts (default {','.join(PATHS)})")
+    parser.add_argument(
+        "--paths",
+        default=None,
+        help=f"which paths and parts (default {','.join(PATHS)}; --quick leaves out the 2-worker paths)",
+    )
     parser.add_argument("--prompt", default="[[tokens:20]]", help="user message (default [[tokens:20]])")
     parser.add_argument(
         "--todo-prompt", default=TODO_PROMPT, help=f"the todo paths' user message (default {TODO_PROMPT})"
@@ -1078,12 +1083,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quiet-wait",
         type=float,
         default=None,
-        help="before each cell, wait up to this long for an idle machine, s (default 10, --quick 5)",
+        help="before each cell, wait up to this long for an idle machine, s (default 5, --quick 0)",
     )
     parser.add_argument("--quiet-cores", type=float, default=0.3, help="'idle' means other load below this (cores)")
     parser.add_argument("--profile", dest="profile", action="store_true", default=None, help="profile (default: on)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
-    parser.add_argument("--profile-seconds", type=float, default=15.0, help="py-spy recording length (default 15)")
+    parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy recording length (default 10)")
     parser.add_argument("--profile-concurrency", type=int, default=100)
     parser.add_argument("--output", default=None, help="results JSON (default bench/results.json)")
     parser.add_argument("--report", dest="report", action="store_true", default=None, help="update BENCHMARKS.md")
@@ -1095,15 +1100,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.profile = bool(args.profile)
         args.report = bool(args.report)
         args.output = args.output or str(BENCH / "results-quick.json")
-        args.quiet_wait = 5.0 if args.quiet_wait is None else args.quiet_wait
+        args.quiet_wait = 0.0 if args.quiet_wait is None else args.quiet_wait
         args.streams = args.streams or 200
         args.stream_prompt = args.stream_prompt or QUICK_STREAM_PROMPT
+        args.paths = args.paths or ",".join(p for p in PATHS if not p.endswith("2w"))
         args.todo_requests = args.todo_requests or "30,60,100"
         args.todo_warmup = args.todo_warmup or "5,10,50"
         args.plots = bool(args.plots)
     args.requests = args.requests or "200,500,1000"
     args.warmup = args.warmup or "20,50,200"
-    args.quiet_wait = 10.0 if args.quiet_wait is None else args.quiet_wait
+    args.quiet_wait = 5.0 if args.quiet_wait is None else args.quiet_wait
+    args.paths = args.paths or ",".join(PATHS)
     args.profile = True if args.profile is None else args.profile
     args.report = True if args.report is None else args.report
     args.plots = True if args.plots is None else args.plots
