@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Integer, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import InvalidRequest, Overloaded, Unprocessable
@@ -118,10 +118,18 @@ async def earlier_run(connection: AsyncConnection, *, user_id: str, idempotency:
     )
 
 
+# Built once: it runs with every turn (see `domain.database.InsertOrNothing` for why).
+_ACTIVE_RUNS = select(func.count()).select_from(
+    select(Run.id)
+    .where(Run.user_id == bindparam("user_id"), _UNFINISHED)
+    .limit(bindparam("limit", type_=Integer))
+    .subquery()
+)
+
+
 async def check_active_runs(connection: AsyncConnection, *, user_id: str, limit: int) -> None:
     """`Overloaded` if the user has `limit` runs queued or running; reads at most `limit` index entries."""
-    unfinished = select(Run.id).where(Run.user_id == user_id, _UNFINISHED).limit(limit).subquery()
-    count = (await connection.execute(select(func.count()).select_from(unfinished))).scalar_one()
+    count = (await connection.execute(_ACTIVE_RUNS, {"user_id": user_id, "limit": limit})).scalar_one()
     if count >= limit:
         raise Overloaded(
             f"you have {limit} runs queued or running; retry when one has finished", code="too_many_active_runs"

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, asc, desc, func, or_, select, update
+from sqlalchemy import Integer, Row, Select, and_, asc, bindparam, desc, func, or_, select, update
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from domain.database import conflict_insert
+from domain.database import InsertOrNothing
 from domain.errors import InvalidRequest
 from domain.models import UNFINISHED, Conversation, Message, Run, ToolCall, utcnow
 from domain.text import check_storable
@@ -61,28 +61,31 @@ async def get_or_create_id(
     """
     now = utcnow()
     if not known_new:
-        bumped = await connection.execute(
-            update(Conversation)
-            .where(Conversation.user_id == user_id, Conversation.key == key)
-            .values(updated_at=now)
-            .returning(Conversation.id)
-        )
+        bumped = await connection.execute(_BUMP, {"p_user_id": user_id, "p_key": key, "now": now})
         existing = bumped.scalar_one_or_none()
         if existing is not None:
             return existing
     created = await connection.execute(
-        conflict_insert(connection, Conversation)
-        .values(user_id=user_id, key=key, title=title, created_at=now, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["user_id", "key"])
-        .returning(Conversation.id)
+        _CREATE.on(connection), {"user_id": user_id, "key": key, "title": title, "created_at": now, "updated_at": now}
     )
     conversation_id = created.scalar_one_or_none()
     if conversation_id is None:
-        winner = await connection.execute(
-            select(Conversation.id).where(Conversation.user_id == user_id, Conversation.key == key)
-        )
+        winner = await connection.execute(_FIND, {"p_user_id": user_id, "p_key": key})
         conversation_id = winner.scalar_one()
     return conversation_id
+
+
+# Built once: a turn goes through them (see `domain.database.InsertOrNothing` for why).
+# Named apart from the columns: an UPDATE's parameters may not share a column's name.
+_OF_USER_BY_KEY = (Conversation.user_id == bindparam("p_user_id"), Conversation.key == bindparam("p_key"))
+_BUMP = (
+    update(Conversation)
+    .where(*_OF_USER_BY_KEY)
+    .values(updated_at=bindparam("now", type_=Conversation.__table__.c.updated_at.type))
+    .returning(Conversation.id)
+)
+_CREATE = InsertOrNothing(Conversation, index_elements=["user_id", "key"], returning=Conversation.id)
+_FIND = select(Conversation.id).where(*_OF_USER_BY_KEY)
 
 
 async def recent_messages(
@@ -94,18 +97,31 @@ async def recent_messages(
     one was still running waits for it (one turn at a time per conversation) and must see its answer,
     stored after the later turn's input, but not the other way round.
     """
+    params = {"user_id": user_id, "conversation_id": conversation_id, "limit": limit}
+    if up_to_run is None:
+        result = await connection.execute(_RECENT, params)
+    else:
+        result = await connection.execute(_RECENT_UP_TO_RUN, {**params, "up_to_run": up_to_run})
+    return list(reversed(result.all()))
+
+
+def _recent_messages(*, up_to_run: bool) -> Select[Any]:
     turn = aliased(Run)
     turn_time = func.coalesce(turn.created_at, Message.created_at)
     query = (
         select(Message)
         .outerjoin(turn, turn.id == Message.run_id)
-        .where(Message.user_id == user_id, Message.conversation_id == conversation_id)
+        .where(Message.user_id == bindparam("user_id"), Message.conversation_id == bindparam("conversation_id"))
     )
-    if up_to_run is not None:
-        this_turn = select(Run.created_at).where(Run.id == up_to_run).scalar_subquery()
+    if up_to_run:
+        this_turn = select(Run.created_at).where(Run.id == bindparam("up_to_run")).scalar_subquery()
         query = query.where(turn_time <= this_turn)
-    result = await connection.execute(query.order_by(turn_time.desc(), Message.id.desc()).limit(limit))
-    return list(reversed(result.all()))
+    return query.order_by(turn_time.desc(), Message.id.desc()).limit(bindparam("limit", type_=Integer))
+
+
+# Built once: every run reads its history through one of them (see `domain.database.InsertOrNothing`).
+_RECENT = _recent_messages(up_to_run=False)
+_RECENT_UP_TO_RUN = _recent_messages(up_to_run=True)
 
 
 # (updated_at, id): conversations are listed in this order, so it is also a listing's cursor.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -92,3 +92,22 @@ def conflict_insert(connection: AsyncConnection, table: Any) -> postgresql.Inser
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+class InsertOrNothing:
+    """`INSERT ... ON CONFLICT (index_elements) DO NOTHING [RETURNING ...]`, built once per dialect and
+    executed with the row as parameters.
+
+    Statements on the hot path are built once, at import: SQLAlchemy then finds their compiled form by
+    a cache key it has memoized on the statement, where a statement built per call costs its
+    construction and a fresh cache key every time (milliseconds, for a statement with a subquery).
+    """
+
+    def __init__(self, table: Any, *, index_elements: Sequence[str], returning: Any = None) -> None:
+        self._by_dialect: dict[str, Any] = {}
+        for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite)):
+            statement = dialect.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
+            self._by_dialect[name] = statement.returning(returning) if returning is not None else statement
+
+    def on(self, connection: AsyncConnection) -> Any:
+        return self._by_dialect[connection.dialect.name]

@@ -16,13 +16,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, case, func, insert, null, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Row,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from domain import admission, conversations
 from domain.chat import ChatMessage, ToolCallSpec
-from domain.database import conflict_insert
+from domain.database import InsertOrNothing
 from domain.errors import Conflict, RunFailureCode
 from domain.events import RunCancelled, RunCompleted, RunFailed, TerminalEvent, Usage
 from domain.models import UNFINISHED, Message, Run, utcnow
@@ -37,6 +51,12 @@ _FORGET_UNSTORED_INPUT = {
     "spec": case((Run.conversation_id.is_(None), null()), else_=Run.spec),
     "paused_state": null(),
 }
+
+
+# Built once (see `domain.database.InsertOrNothing` for why), executed with each row as parameters.
+_NEW_RUN = insert(Run)
+_NEW_RUN_ONCE = InsertOrNothing(Run, index_elements=["user_id", "idempotency_key"], returning=Run.id)
+_NEW_MESSAGE = insert(Message)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,19 +158,17 @@ async def accept(
         "created_at": created_at,
     }
     if idempotency is None:
-        await connection.execute(insert(Run).values(**run))
+        await connection.execute(_NEW_RUN, run)
     else:
         created = await connection.execute(
-            conflict_insert(connection, Run)
-            .values(**run, idempotency_key=idempotency.key, request_hash=idempotency.request_hash)
-            .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
-            .returning(Run.id)
+            _NEW_RUN_ONCE.on(connection),
+            {**run, "idempotency_key": idempotency.key, "request_hash": idempotency.request_hash},
         )
         if created.scalar_one_or_none() is None:
             raise admission.KeyTaken()
     if conversation_id is not None and new_messages:
         await connection.execute(
-            insert(Message),
+            _NEW_MESSAGE,
             [
                 message_values(
                     item_id=f"{run_id}-in{index}",
@@ -211,32 +229,8 @@ async def claim(connection: AsyncConnection, *, run_id: str, lease_s: float, max
     under a lease that lapsed (its worker is gone), and has attempts left."""
     now = utcnow()
     result = await connection.execute(
-        update(Run)
-        .where(
-            Run.id == run_id,
-            # A run that waited for a person gets its retries afresh when it goes on.
-            Run.attempt - Run.attempts_before_pause < max_attempts,
-            Run.cancel_requested_at.is_(None),
-            ~earlier_turn_unfinished(),
-            or_(Run.status == "queued", and_(Run.status == "running", Run.lease_expires_at < now)),
-        )
-        .values(
-            status="running",
-            attempt=Run.attempt + 1,
-            started_at=func.coalesce(Run.started_at, now),
-            lease_expires_at=now + timedelta(seconds=lease_s),
-        )
-        .returning(
-            Run.attempt,
-            Run.user_id,
-            Run.assistant,
-            Run.request_id,
-            Run.conversation_id,
-            Run.spec,
-            Run.paused_state,
-            Run.attempts_before_pause,
-            func.coalesce(Run.resumed_at, Run.created_at).label("queued_at"),
-        )
+        _CLAIM,
+        {"run_id": run_id, "max_attempts": max_attempts, "now": now, "lease_until": now + timedelta(seconds=lease_s)},
     )
     row = result.one_or_none()
     if row is None:
@@ -271,14 +265,48 @@ def earlier_turn_unfinished() -> ColumnElement[bool]:
     )
 
 
+# Built once (see `domain.database.InsertOrNothing` for why): every run is claimed through it.
+_NOW = bindparam("now", type_=Run.__table__.c.started_at.type)
+_CLAIM = (
+    update(Run)
+    .where(
+        Run.id == bindparam("run_id"),
+        # A run that waited for a person gets its retries afresh when it goes on.
+        Run.attempt - Run.attempts_before_pause < bindparam("max_attempts", type_=Integer),
+        Run.cancel_requested_at.is_(None),
+        ~earlier_turn_unfinished(),
+        or_(Run.status == "queued", and_(Run.status == "running", Run.lease_expires_at < _NOW)),
+    )
+    .values(
+        status="running",
+        attempt=Run.attempt + 1,
+        started_at=func.coalesce(Run.started_at, _NOW),
+        lease_expires_at=bindparam("lease_until", type_=Run.__table__.c.lease_expires_at.type),
+    )
+    .returning(
+        Run.attempt,
+        Run.user_id,
+        Run.assistant,
+        Run.request_id,
+        Run.conversation_id,
+        Run.spec,
+        Run.paused_state,
+        Run.attempts_before_pause,
+        func.coalesce(Run.resumed_at, Run.created_at).label("queued_at"),
+    )
+)
+
+_NEXT_TURN = (
+    select(Run.id)
+    .where(Run.conversation_id == bindparam("conversation_id"), Run.status == "queued")
+    .order_by(Run.created_at, Run.id)
+    .limit(1)
+)
+
+
 async def next_turn(connection: AsyncConnection, *, conversation_id: int) -> str | None:
     """The conversation's oldest queued turn, whose wait may just have ended."""
-    result = await connection.execute(
-        select(Run.id)
-        .where(Run.conversation_id == conversation_id, Run.status == "queued")
-        .order_by(Run.created_at, Run.id)
-        .limit(1)
-    )
+    result = await connection.execute(_NEXT_TURN, {"conversation_id": conversation_id})
     return result.scalar_one_or_none()
 
 
@@ -391,15 +419,8 @@ async def finish(
 ) -> bool:
     """Store the answer and close the run. Returns False, writing nothing, unless the attempt is current."""
     result = await connection.execute(
-        update(Run)
-        .where(_current(job.run_id, job.attempt))
-        .values(
-            status="succeeded",
-            usage=usage.model_dump(),
-            finished_at=utcnow(),
-            lease_expires_at=None,
-            **_FORGET_UNSTORED_INPUT,
-        )
+        _FINISH,
+        {"p_run_id": job.run_id, "p_attempt": job.attempt, "p_usage": usage.model_dump(), "p_finished_at": utcnow()},
     )
     if not result.rowcount:
         return False
@@ -408,21 +429,32 @@ async def finish(
     return True
 
 
+_FINISH = (
+    update(Run)
+    .where(Run.id == bindparam("p_run_id"), Run.attempt == bindparam("p_attempt"), Run.status == "running")
+    .values(
+        status="succeeded",
+        usage=bindparam("p_usage", type_=Run.__table__.c.usage.type),
+        finished_at=bindparam("p_finished_at", type_=Run.__table__.c.finished_at.type),
+        lease_expires_at=None,
+        **_FORGET_UNSTORED_INPUT,
+    )
+)
+# Write-once by item id: the ChatKit surface may save the same answer under the same id.
+_ANSWER = InsertOrNothing(Message, index_elements=["item_id"])
+
+
 async def _store_answer(connection: AsyncConnection, job: ChatJob, reply: ChatMessage) -> None:
     assert job.conversation_id is not None
-    # Write-once by item id: the ChatKit surface may save the same answer under the same id.
     await connection.execute(
-        conflict_insert(connection, Message)
-        .values(
-            **message_values(
-                item_id=f"{job.run_id}-out",
-                user_id=job.user_id,
-                conversation_id=job.conversation_id,
-                run_id=job.run_id,
-                message=reply,
-            )
-        )
-        .on_conflict_do_nothing(index_elements=["item_id"])
+        _ANSWER.on(connection),
+        message_values(
+            item_id=f"{job.run_id}-out",
+            user_id=job.user_id,
+            conversation_id=job.conversation_id,
+            run_id=job.run_id,
+            message=reply,
+        ),
     )
 
 
