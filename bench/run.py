@@ -1064,8 +1064,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--todo-prompt", default=TODO_PROMPT, help=f"the todo paths' user message (default {TODO_PROMPT})"
     )
-    parser.add_argument("--todo-requests", default=None, help="the todo paths' measured requests (default 100,250,500)")
-    parser.add_argument("--todo-warmup", default=None, help="the todo paths' warm-up requests (default 10,25,100)")
+    parser.add_argument(
+        "--todo-requests", default=None, help="the todo paths' measured requests (default half of --requests)"
+    )
+    parser.add_argument(
+        "--todo-warmup", default=None, help="the todo paths' warm-up requests (default half of --warmup)"
+    )
     parser.add_argument("--streams", type=int, default=None, help="streams opened at once (default 1000, --quick 200)")
     parser.add_argument(
         "--stream-prompt",
@@ -1104,8 +1108,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.streams = args.streams or 200
         args.stream_prompt = args.stream_prompt or QUICK_STREAM_PROMPT
         args.paths = args.paths or ",".join(p for p in PATHS if not p.endswith("2w"))
-        args.todo_requests = args.todo_requests or "30,60,100"
-        args.todo_warmup = args.todo_warmup or "5,10,50"
         args.plots = bool(args.plots)
     args.requests = args.requests or "200,500,1000"
     args.warmup = args.warmup or "20,50,200"
@@ -1116,8 +1118,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.plots = True if args.plots is None else args.plots
     args.streams = args.streams or 1000
     args.stream_prompt = args.stream_prompt or STREAM_PROMPT
-    args.todo_requests = args.todo_requests or "100,250,500"
-    args.todo_warmup = args.todo_warmup or "10,25,100"
     args.output = args.output or str(BENCH / "results.json")
     return args
 
@@ -1128,10 +1128,12 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     unknown = set(paths) - set(PATHS)
     if unknown:
         raise SystemExit(f"unknown paths: {', '.join(sorted(unknown))} (known: {', '.join(PATHS)})")
+    requests = _counts(args.requests, concurrency, "requests")
+    warmup = _counts(args.warmup, concurrency, "warmup")
     opts = Options(
         concurrency=concurrency,
-        requests=_counts(args.requests, concurrency, "requests"),
-        warmup=_counts(args.warmup, concurrency, "warmup"),
+        requests=requests,
+        warmup=warmup,
         prompt=args.prompt,
         timeout_s=args.timeout,
         max_phase_s=args.max_phase_s,
@@ -1139,8 +1141,12 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         quiet_wait_s=args.quiet_wait,
         quiet_cores=args.quiet_cores,
         todo_prompt=args.todo_prompt,
-        todo_requests=_counts(args.todo_requests, concurrency, "todo-requests"),
-        todo_warmup=_counts(args.todo_warmup, concurrency, "todo-warmup"),
+        todo_requests=_counts(args.todo_requests, concurrency, "todo-requests")
+        if args.todo_requests
+        else {c: max(1, n // 2) for c, n in requests.items()},
+        todo_warmup=_counts(args.todo_warmup, concurrency, "todo-warmup")
+        if args.todo_warmup
+        else {c: max(1, n // 2) for c, n in warmup.items()},
         streams=args.streams,
         stream_prompt=args.stream_prompt,
         slow_bytes=args.slow_bytes,
