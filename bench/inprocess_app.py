@@ -185,7 +185,8 @@ async def _stream(
         ended = False
         while not ended:
             # Whatever is waiting goes out in one write, consecutive text deltas as one chunk: a busy
-            # server writes what it has, not one chunk per delta that piled up meanwhile.
+            # server writes what it has, not one chunk per delta that piled up meanwhile (Switchboard's
+            # worker likewise joins a run's deltas that meet in one Redis batch).
             items = [await queue.get()]
             while not queue.empty():
                 items.append(queue.get_nowait())

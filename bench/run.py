@@ -718,6 +718,7 @@ async def _open_streams(
     delta = rss_open - rss_before
     result = {
         "streams": n,
+        "workers": STREAM_WORKERS,
         "prompt": opts.stream_prompt,
         "ok": ok,
         "errors": errors,
