@@ -116,15 +116,23 @@ def _rps(plt: Any, data: dict[str, Any]) -> Any:
     for ax, (title, paths) in zip(axes[0], families, strict=True):
         levels = sorted({r["concurrency"] for p in paths for r in _cells(data, p)})
         width = 0.8 / len(paths)
+        base = {r["concurrency"]: r["rps"] or 0 for r in _cells(data, paths[0])} if "inprocess" in paths[0] else {}
         for i, path in enumerate(paths):
             by_c = {r["concurrency"]: r["rps"] or 0 for r in _cells(data, path)}
             xs = [j + (i - (len(paths) - 1) / 2) * width for j in range(len(levels))]
             bars = ax.bar(xs, [by_c.get(c, 0) for c in levels], width, label=LABELS[path], color=COLORS[path])
             ax.bar_label(bars, fmt="%.0f", fontsize=7)
+            # The targets at c=100: 1 worker >= 1.0x in-process, 2 workers >= 1.6x.
+            goal = 1.6 if path.endswith("2w") else 1.0 if path.startswith("switchboard") else None
+            if goal is not None and 100 in levels and base.get(100):
+                x = xs[levels.index(100)]
+                ax.hlines(goal * base[100], x - width / 2, x + width / 2, colors="black", linestyles="--")
+        if base.get(100):
+            ax.plot([], [], "k--", label="target at c=100 (1.0× / 1.6× in-process)")
         ax.set_xticks(range(len(levels)), [f"c={c}" for c in levels])
         ax.set_ylabel("requests per second")
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(_title(data, "Requests per second (higher is better)"), fontsize=10)
     fig.tight_layout()
@@ -153,7 +161,7 @@ def _ttft(plt: Any, data: dict[str, Any]) -> Any:
         ax.set_xlabel("concurrency")
         ax.set_ylabel("time to first token, ms (log)")
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
         ax.grid(alpha=0.3, which="both")
     fig.suptitle(_title(data, "Time to first token, p50 and p99 (lower is better)"), fontsize=10)
     fig.tight_layout()
@@ -177,14 +185,27 @@ def _cpu(plt: Any, data: dict[str, Any]) -> Any:
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
         for x, total in zip(xs, bottom, strict=True):
             ax.text(x, total, f"{total:.0f}", ha="center", va="bottom", fontsize=7)
+        # The target at c=10 and c=100: all server processes <= 1.5x the in-process server's.
+        base = {r["concurrency"]: _servers(r) for r in _cells(data, paths[0])} if "inprocess" in paths[0] else {}
+        marked = False
+        for x, r in zip(xs, cells, strict=True):
+            if r["path"].startswith("switchboard") and r["concurrency"] in (10, 100) and base.get(r["concurrency"]):
+                ax.hlines(1.5 * base[r["concurrency"]], x - 0.35, x + 0.35, colors="black", linestyles="--")
+                marked = True
+        if marked:
+            ax.plot([], [], "k--", label="target: servers (no fake LLM)\n<= 1.5x in-process, c=10, 100")
         ax.set_xticks(xs, [f"{LABELS[r['path']]}\nc={r['concurrency']}" for r in cells], fontsize=6.5, rotation=60)
         ax.set_ylabel("CPU ms per request")
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(_title(data, "CPU time per request by process (lower is better)"), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _servers(cell: dict[str, Any]) -> float:
+    return sum(v or 0.0 for k, v in cell["cpu_ms_per_request"].items() if k not in ("fake_llm", "loadgen"))
 
 
 def _target_score(t: dict[str, Any]) -> float | None:
