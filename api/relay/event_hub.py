@@ -3,6 +3,11 @@
 A stream subscribes to its run's channel and waits for Redis to confirm the subscription before the
 job is enqueued, so no event can be published before someone is listening. Should the connection
 drop, every open subscription is told there was a gap and catches up from the run's replay log.
+
+A subscription holds at most `MAX_BUFFERED_BYTES` of events its stream has not taken yet. A client
+that does not read its stream stops the stream taking them; past the limit the held events are
+dropped for a gap, and the stream catches up from the replay log when its client reads again. So an
+unread stream costs a bounded buffer, not the whole answer in memory.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from domain.events import RunEvent, decode_event
 log = structlog.get_logger("switchboard.api.hub")
 
 SUBSCRIBE_TIMEOUT_S = 5.0
+MAX_BUFFERED_BYTES = 1 << 20
 
 
 class Gap:
@@ -42,7 +48,31 @@ STOP = Stop()
 class Subscription:
     run_id: str
     confirmed: asyncio.Future[None]
-    queue: asyncio.Queue[RunEvent | Gap | Stop] = field(default_factory=asyncio.Queue)
+    # Each item with the size of the message it came in (0 for a gap or a stop).
+    queue: asyncio.Queue[tuple[RunEvent | Gap | Stop, int]] = field(default_factory=asyncio.Queue)
+    buffered_bytes: int = 0
+
+    def offer(self, event: RunEvent, size: int) -> None:
+        if self.buffered_bytes + size > MAX_BUFFERED_BYTES:
+            self._drop_events_for_a_gap()
+            return  # it is in the replay log, where the catch-up finds it
+        self.buffered_bytes += size
+        self.queue.put_nowait((event, size))
+
+    def interrupt(self, item: Gap | Stop) -> None:
+        self.queue.put_nowait((item, 0))
+
+    async def take(self) -> RunEvent | Gap | Stop:
+        item, size = await self.queue.get()
+        self.buffered_bytes -= size
+        return item
+
+    def _drop_events_for_a_gap(self) -> None:
+        kept = [item for item, _ in _drain(self.queue) if isinstance(item, Stop)]
+        self.buffered_bytes = 0
+        self.queue.put_nowait((GAP, 0))
+        for item in kept:
+            self.queue.put_nowait((item, 0))
 
     async def ready(self) -> None:
         """Wait until Redis has confirmed the subscription: from then on, nothing published is missed."""
@@ -144,7 +174,7 @@ class RunEventHub:
                 assert isinstance(data, bytes)
                 event = decode_event(data)
                 for subscription in subscribers:
-                    subscription.queue.put_nowait(event)
+                    subscription.offer(event, len(data))
         elif kind == "subscribe":
             confirmed = self._confirmations.pop(channel, None)
             if confirmed is not None and not confirmed.done():
@@ -153,4 +183,11 @@ class RunEventHub:
     def _signal_gap(self) -> None:
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
-                subscription.queue.put_nowait(GAP)
+                subscription.interrupt(GAP)
+
+
+def _drain(queue: asyncio.Queue[tuple[RunEvent | Gap | Stop, int]]) -> list[tuple[RunEvent | Gap | Stop, int]]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items

@@ -108,7 +108,7 @@ class RunEventSource:
                     await watcher
 
     async def _events(self, silence_timeout_s: float) -> AsyncIterator[RunEvent]:
-        queue = self._subscription.queue
+        subscription = self._subscription
         catch_up = self._catch_up_first
         while True:
             item: RunEvent | Gap | Stop
@@ -118,7 +118,7 @@ class RunEventSource:
             else:
                 try:
                     async with asyncio.timeout(silence_timeout_s):
-                        item = await queue.get()
+                        item = await subscription.take()
                 except TimeoutError:
                     item = GAP  # silence: the end may be in the log, or only in the database
                     silent = True
@@ -285,4 +285,4 @@ class RunEventSource:
 
 async def _stop_when(stop: anyio.Event, subscription: Subscription) -> None:
     await stop.wait()
-    subscription.queue.put_nowait(STOP)
+    subscription.interrupt(STOP)
