@@ -142,6 +142,15 @@ class Run(Base):
             postgresql_where=text("status IN ('queued', 'running')"),
             sqlite_where=text("status IN ('queued', 'running')"),
         ),
+        # A claim asks whether an earlier turn of its conversation is unfinished; a finished turn asks
+        # for the next queued one.
+        Index(
+            "ix_runs_unfinished_conversation",
+            "conversation_id",
+            "created_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(_text(64), primary_key=True)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    literal_column,
     null,
     or_,
     select,
@@ -32,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import QueryableAttribute, aliased
 
 from domain import admission, conversations
 from domain.chat import ChatMessage, ToolCallSpec
@@ -258,11 +259,18 @@ def earlier_turn_unfinished() -> ColumnElement[bool]:
         select(earlier.id)
         .where(
             earlier.conversation_id == Run.conversation_id,
-            earlier.status.in_(UNFINISHED),
+            _literally_unfinished(earlier.status),
             or_(earlier.created_at < Run.created_at, and_(earlier.created_at == Run.created_at, earlier.id < Run.id)),
         )
         .exists()
     )
+
+
+def _literally_unfinished(status: QueryableAttribute[str]) -> ColumnElement[bool]:
+    """`status IN ('queued', 'running')` written out, not bound: only a condition with these very
+    constants lets PostgreSQL use the indexes that hold unfinished runs alone, which stay small however
+    many runs have finished. With bound values it scans every run there ever was."""
+    return status.in_([literal_column(f"'{value}'") for value in UNFINISHED])
 
 
 # Built once (see `domain.database.InsertOrNothing` for why): every run is claimed through it.
@@ -298,7 +306,11 @@ _CLAIM = (
 
 _NEXT_TURN = (
     select(Run.id)
-    .where(Run.conversation_id == bindparam("conversation_id"), Run.status == "queued")
+    .where(
+        Run.conversation_id == bindparam("conversation_id"),
+        _literally_unfinished(Run.status),
+        Run.status == literal_column("'queued'"),
+    )
     .order_by(Run.created_at, Run.id)
     .limit(1)
 )
