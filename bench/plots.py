@@ -241,7 +241,7 @@ def _targets(plt: Any, data: dict[str, Any]) -> Any:
     rows = list(reversed(rows))  # first target on top
     fig, ax = plt.subplots(figsize=(11, 0.34 * len(rows) + 1.4))
     scores = [_target_score(t) for t in rows]
-    shown = [min(s, 6.0) if s is not None else 0 for s in scores]
+    shown = [max(0.0, min(s, 6.0)) if s is not None else 0 for s in scores]  # a negative added TTFT: 0
     colors = ["#55a868" if t["met"] else "#c44e52" for t in rows]
     ys = list(range(len(rows)))
     ax.barh(ys, shown, color=colors, height=0.65)
