@@ -65,6 +65,13 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def _as_from_a_terminal() -> None:
+    """A command typed at a terminal starts with Python's usual SIGINT disposition. A test suite run as a
+    background job (`... &`, as CI harnesses do) has SIGINT ignored, and a child would inherit that
+    until its own code runs: a Ctrl-C in the first moments would be lost for a reason no user has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Marked:
     """A command started as a user would start it from a terminal: its own process group, stdout and
     stderr into one stream, and a marker in its environment."""
@@ -86,6 +93,7 @@ class Marked:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_as_from_a_terminal,
             )
         return self
 
