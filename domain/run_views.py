@@ -6,14 +6,16 @@ the key clients know, never by the row id.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, get_args
 
 from sqlalchemy import Row, and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.errors import InvalidRequest
+from domain.database import unavailable_on_connection_errors
+from domain.errors import InvalidRequest, NotFound
 from domain.models import Conversation, Run, RunStatus
 
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
@@ -73,6 +75,32 @@ async def get(connection: AsyncConnection, *, user_id: str, run_id: str) -> RunV
     result = await connection.execute(_SELECT.where(Run.user_id == user_id, Run.id == run_id))
     row = result.one_or_none()
     return None if row is None else _view(row)
+
+
+def _run_id_of(public_id: str, *, prefix: str) -> str | None:
+    """The run id behind `<prefix><24 hex>`, as a response or a completion is named after its run;
+    None for an id of any other shape, which can name no run."""
+    matched = re.match(rf"^{re.escape(prefix)}([0-9a-f]{{24}})$", public_id)
+    return None if matched is None else "run_" + matched.group(1)
+
+
+async def find_by_public_id(
+    engine: AsyncEngine, public_id: str, *, prefix: str, user_id: str, kind: str, param: str
+) -> RunView:
+    """The user's run that `public_id` (`<prefix><24 hex>`, a response or a completion) names.
+
+    An id of another shape, another user's run and one that never existed all raise the same
+    `NotFound`, so that no caller can tell whether someone else's id exists; the first never reaches
+    the database.
+    """
+    run_id = _run_id_of(public_id, prefix=prefix)
+    run = None
+    if run_id is not None:
+        async with unavailable_on_connection_errors(), engine.connect() as connection:
+            run = await get(connection, user_id=user_id, run_id=run_id)
+    if run is None:
+        raise NotFound(f"No {kind} found with id '{public_id}'", param=param)
+    return run
 
 
 async def list_page(

@@ -10,7 +10,6 @@ starts from the beginning. Another user's completion is 404, like a missing one.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import AsyncIterator
 
 import anyio
@@ -23,11 +22,7 @@ from api.relay.follow import follow_run
 from api.relay.sse import event_stream, resume_after
 from api.state import AppState
 from domain import run_views
-from domain.database import unavailable_on_connection_errors
-from domain.errors import NotFound
 from domain.run_views import unix_seconds
-
-_COMPLETION_ID = re.compile(r"^chatcmpl-([0-9a-f]{24})$")
 
 
 async def resume_completion(request: Request) -> Response:
@@ -35,13 +30,9 @@ async def resume_completion(request: Request) -> Response:
     user_id = await state.authenticator.authenticate(request.headers)
     completion_id = request.path_params["completion_id"]
     after = resume_after(request)
-    matched = _COMPLETION_ID.match(completion_id)
-    run = None
-    if matched is not None:
-        async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
-            run = await run_views.get(connection, user_id=user_id, run_id="run_" + matched.group(1))
-    if run is None:
-        raise NotFound(f"No completion found with id '{completion_id}'", param="completion_id")
+    run = await run_views.find_by_public_id(
+        state.db_engine, completion_id, prefix="chatcmpl-", user_id=user_id, kind="completion", param="completion_id"
+    )
     writer = ChunkWriter(
         completion_id=completion_id, created=unix_seconds(run.created_at) or 0, model=run.assistant, role_sent=after > 0
     )

@@ -3,7 +3,6 @@ of it repeats (its "echo"), also as read back later from what the run kept."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from starlette.requests import Request
@@ -13,12 +12,10 @@ from api.responses.schemas import ResponseCreateRequest
 from api.state import AppState
 from domain import conversations, run_views
 from domain.chat import ChatMessage, FunctionDefinition, ModelParams, ToolDefinition
-from domain.database import unavailable_on_connection_errors
-from domain.errors import InvalidRequest, NotFound
+from domain.errors import InvalidRequest
 from domain.run_request import ModelInput, RunRequest
 from domain.run_views import RunView
 
-_RESPONSE_ID = re.compile(r"^resp_([0-9a-f]{24})$")
 # What `include` asks for to get each output text's token log probabilities (`top_logprobs` per token).
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
@@ -228,12 +225,7 @@ def _tool_body(
 
 
 async def find_run(state: AppState, response_id: str, *, user_id: str, param: str) -> RunView:
-    """The run a response id names; another user's is missing, as far as the caller can tell."""
-    matched = _RESPONSE_ID.match(response_id)
-    run = None
-    if matched is not None:
-        async with unavailable_on_connection_errors(), state.db_engine.connect() as connection:
-            run = await run_views.get(connection, user_id=user_id, run_id="run_" + matched.group(1))
-    if run is None:
-        raise NotFound(f"No response found with id '{response_id}'", param=param)
-    return run
+    """The run a response id names (a response is a run of one); another user's is missing."""
+    return await run_views.find_by_public_id(
+        state.db_engine, response_id, prefix="resp_", user_id=user_id, kind="response", param=param
+    )
