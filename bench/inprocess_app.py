@@ -63,7 +63,7 @@ class QueueSink(EventSink):
     def __init__(self) -> None:  # no EventLog, no sender task: a queue needs no round trip
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
 
-    def send(self, event: RunEvent) -> None:
+    def send(self, event: RunEvent, *, urgent: bool = False) -> None:
         self.queue.put_nowait(event)
 
     async def deliver(self, event: RunEvent) -> None:

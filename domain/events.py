@@ -149,10 +149,16 @@ RunEvent = Annotated[
 ]
 
 _adapter: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+_list_adapter: TypeAdapter[list[RunEvent]] = TypeAdapter(list[RunEvent])
 
 
 def decode_event(raw: bytes | str) -> RunEvent:
     return _adapter.validate_json(raw)
+
+
+def decode_events(raw: bytes | str) -> list[RunEvent]:
+    """A JSON array of events, as a run's burst is published."""
+    return _list_adapter.validate_json(raw)
 
 
 def encode_event(event: RunEvent) -> str:

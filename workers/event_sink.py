@@ -1,14 +1,16 @@
 """One sender of run events per worker process, batching every run's events into one round trip.
 
-Runs hand their events over without waiting; the sender writes whatever has gathered since its last
-round trip as one pipeline, in the order the events were handed over. So each run's events keep
-their order, and a hundred concurrent runs cost a handful of round trips per tick, not a hundred.
-Only a run's last event is waited for, so a job never ends before its outcome has been published.
+Runs hand their events over without waiting; the sender writes whatever has gathered as one pipeline,
+in the order the events were handed over. So each run's events keep their order, and a hundred
+concurrent runs cost a handful of round trips, not a hundred.
 
-Text deltas of one run that meet in a batch go out as one event. Under load a run's publisher cannot
-gather its tokens by time (its coalescing timer fires every loop turn, with one token in hand), but
-a round trip to a busy Redis takes long enough for several of them to meet here: fewer events is
-less work for Redis, for every API process that relays them, and for the client.
+The sender goes at most once per interval (the deltas' coalescing time), unless an urgent event is
+waiting: a run's first text (time to first token is what a person notices) or its last event (a job
+must not end before its outcome is published, so that one is waited for). Everything else waits for
+the next batch: a run's `run.started` usually goes out with its first text, and the events of one run
+in a batch are one script call and one message for every API process to relay. Text deltas of one
+run that meet in a batch are joined into one event: under load a run's publisher cannot gather its
+tokens by time (its timer fires every loop turn, with one token in hand), but the batch can.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ log = structlog.get_logger("switchboard.worker.events")
 
 
 class EventSink:
-    def __init__(self, event_log: EventLog) -> None:
+    def __init__(self, event_log: EventLog, *, interval_s: float = 0.0) -> None:
         self._log = event_log
+        self._interval_s = interval_s
         self._pending: list[tuple[RunEvent, asyncio.Future[None] | None]] = []
         self._ready = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_sent_s = 0.0
         self._sender: asyncio.Task[None] | None = None
         self._lost = 0
 
@@ -44,20 +49,35 @@ class EventSink:
         if self._pending:
             await self._send(self._take())
 
-    def send(self, event: RunEvent) -> None:
+    def send(self, event: RunEvent, *, urgent: bool = False) -> None:
+        """Hand an event over; an urgent one goes out with the next round trip, the others within an interval."""
         self._pending.append((event, None))
-        self._ready.set()
+        self._schedule(urgent=urgent)
 
     async def deliver(self, event: RunEvent) -> None:
-        """Send and wait until Redis has it (and everything handed over before it)."""
+        """Send at once and wait until Redis has it (and everything handed over before it)."""
         delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((event, delivered))
-        self._ready.set()
+        self._schedule(urgent=True)
         await delivered
+
+    def _schedule(self, *, urgent: bool) -> None:
+        if self._ready.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        wait_s = self._last_sent_s + self._interval_s - loop.time()
+        if urgent or wait_s <= 0:
+            self._ready.set()
+        elif self._timer is None:
+            self._timer = loop.call_later(wait_s, self._ready.set)
 
     def _take(self) -> list[tuple[RunEvent, asyncio.Future[None] | None]]:
         batch, self._pending = self._pending, []
         self._ready.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._last_sent_s = asyncio.get_running_loop().time()
         return batch
 
     async def _send_forever(self) -> None:

@@ -150,7 +150,7 @@ def _build_deps(settings: Settings, *, queue: Any, catalogue: AssistantCatalogue
         db_engine=db_engine,
         redis=redis,
         event_log=event_log,
-        events=EventSink(event_log),
+        events=EventSink(event_log, interval_s=settings.delta_coalesce_ms / 1000),
         http_client=http_client,
         runners=runners,
         mcp_servers=mcp_servers,

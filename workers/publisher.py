@@ -48,8 +48,9 @@ class RunPublisher:
         if not self._sent_text or self._coalesce_s == 0:
             if not self._sent_text and self._metrics is not None:
                 self._metrics.ttft_s.observe(time.monotonic() - self._started_s)
+            urgent = not self._sent_text
             self._sent_text = True
-            self._sink.send(TextDelta(run_id=self.run_id, attempt=self.attempt, text=delta))
+            self._sink.send(TextDelta(run_id=self.run_id, attempt=self.attempt, text=delta), urgent=urgent)
             return
         self._pending.append(delta)
         if self._timer is None:

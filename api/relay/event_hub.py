@@ -24,7 +24,8 @@ from redis.exceptions import RedisError
 
 from domain import keys
 from domain.errors import RedisUnavailable
-from domain.events import RunEvent, decode_event
+from domain.event_log import decode_published
+from domain.events import RunEvent
 
 log = structlog.get_logger("switchboard.api.hub")
 
@@ -172,9 +173,11 @@ class RunEventHub:
             if subscribers:
                 data = message["data"]
                 assert isinstance(data, bytes)
-                event = decode_event(data)
+                events = decode_published(data)
+                size = len(data) // len(events)
                 for subscription in subscribers:
-                    subscription.offer(event, len(data))
+                    for event in events:
+                        subscription.offer(event, size)
         elif kind == "subscribe":
             confirmed = self._confirmations.pop(channel, None)
             if confirmed is not None and not confirmed.done():
