@@ -111,24 +111,31 @@ async def next_message(pubsub: aioredis.client.PubSub, *, wait_s: float) -> list
     return None if message is None else decode_published(message["data"])
 
 
-async def test_the_sink_waits_an_interval_for_plain_events_and_not_for_urgent_ones(redis: aioredis.Redis) -> None:
+async def test_the_sink_holds_plain_events_for_an_interval_and_urgent_ones_take_them_along(
+    redis: aioredis.Redis,
+) -> None:
     run = new_run()
     sink = EventSink(EventLog(redis, max_events=100, ttl_s=60), interval_s=0.3)
     pubsub = await listen(redis, run)
     sink.start()
     try:
-        sink.send(RunStarted(run_id=run, attempt=1), urgent=True)
-        assert await next_message(pubsub, wait_s=0.2) == [RunStarted(run_id=run, attempt=1, seq=1)]
-        sink.send(delta(run, "a"))
-        sink.send(delta(run, "b"))
-        # Within the interval of the last send: nothing yet; then both deltas, joined into one event.
+        # A run's start waits for its first text, which is urgent: one message for both.
+        sink.send(RunStarted(run_id=run, attempt=1))
         assert await next_message(pubsub, wait_s=0.1) is None
-        assert await next_message(pubsub, wait_s=0.5) == [TextDelta(run_id=run, attempt=1, seq=2, text="ab")]
+        sink.send(delta(run, "a"), urgent=True)
+        first = await next_message(pubsub, wait_s=0.2)
+        assert first is not None
+        assert [(event.seq, event.type) for event in first] == [(1, "run.started"), (2, "text.delta")]
+        # Plain events alone go out once the interval is over, the run's deltas joined into one event.
+        sink.send(delta(run, "b"))
         sink.send(delta(run, "c"))
-        # An outcome is urgent: it goes at once, taking what waits with it, and is waited for.
+        assert await next_message(pubsub, wait_s=0.1) is None
+        assert await next_message(pubsub, wait_s=0.5) == [TextDelta(run_id=run, attempt=1, seq=3, text="bc")]
+        # An outcome goes at once, taking what waits with it, and is waited for.
+        sink.send(delta(run, "d"))
         await asyncio.wait_for(sink.deliver(RunCompleted(run_id=run, attempt=1)), 0.1)
         last = await next_message(pubsub, wait_s=0.1)
-        assert last is not None and [event.seq for event in last] == [3, 4]
+        assert last is not None and [event.seq for event in last] == [4, 5]
     finally:
         await sink.aclose()
         await pubsub.aclose()

@@ -112,7 +112,7 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
         except RunFailure as exc:
             if exc.code in _PROVIDER_UNREACHABLE:
                 metrics.dependency_errors.labels("llm").inc()
-            ending = await _fail(deps, publisher, exc)
+            ending = await _fail(deps, publisher, exc, conversation_id=job.conversation_id)
             return ending
         except asyncio.CancelledError:
             if agent.cancelled() and deps.cancels.asked(run_id):
@@ -125,7 +125,7 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
         except Exception as exc:
             failure = RunFailure("the run failed unexpectedly", code="internal_error")
             failure.__cause__ = exc
-            ending = await _fail(deps, publisher, failure)
+            ending = await _fail(deps, publisher, failure, conversation_id=job.conversation_id)
             return ending
         metrics.tokens(input_tokens=outcome.usage.prompt_tokens, output_tokens=outcome.usage.completion_tokens)
         if outcome.pending_approvals:
@@ -137,8 +137,6 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
         metrics.run_finished(assistant=job.assistant, ending=ending, duration_s=time.monotonic() - started_s)
         deps.cancels.forget(run_id)
         deps.leases.release(run_id)
-        if job.conversation_id is not None:
-            await _queue_next_turn(deps, job.conversation_id)
 
 
 async def _claim(deps: WorkerDeps, run_id: str) -> _Claimed | None:
@@ -232,7 +230,7 @@ async def _succeed(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outc
     async def store(connection: AsyncConnection) -> bool:
         return await runs.finish(connection, job=job, reply=outcome.as_message(), usage=outcome.usage)
 
-    stored = await _write_outcome(deps, store)
+    stored = await _write_outcome(deps, store, conversation_id=job.conversation_id)
     if stored:
         await _publish_end(
             publisher,
@@ -268,7 +266,7 @@ async def _pause(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outcom
             ttl_s=deps.settings.approval_ttl_s,
         )
 
-    if await _write_outcome(deps, store):
+    if await _write_outcome(deps, store, conversation_id=job.conversation_id):
         asked = [
             ApprovalRequest(
                 call_id=call.call_id,
@@ -283,7 +281,9 @@ async def _pause(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob, outcom
     return "awaiting_approval"
 
 
-async def _fail(deps: WorkerDeps, publisher: RunPublisher, failure: RunFailure) -> RunEnding:
+async def _fail(
+    deps: WorkerDeps, publisher: RunPublisher, failure: RunFailure, *, conversation_id: int | None
+) -> RunEnding:
     details = {}
     if isinstance(failure, ProviderFailure):
         details = {"provider_status": failure.status, "provider_body": failure.body}
@@ -297,23 +297,11 @@ async def _fail(deps: WorkerDeps, publisher: RunPublisher, failure: RunFailure) 
     async def store(connection: AsyncConnection) -> bool:
         return await runs.fail(connection, run_id=run_id, attempt=attempt, code=failure.code, message=failure.message)
 
-    if await _write_outcome(deps, store):
+    if await _write_outcome(deps, store, conversation_id=conversation_id):
         await _publish_end(
             publisher, RunFailed(run_id=run_id, attempt=attempt, code=failure.code, message=failure.message)
         )
     return "failed"
-
-
-async def _queue_next_turn(deps: WorkerDeps, conversation_id: int) -> None:
-    """The conversation's next turn waited for this one (one turn at a time): it may go now. Should
-    this fail, the reconciler queues it within a round."""
-    try:
-        async with unavailable_on_connection_errors(), deps.db_engine.connect() as connection:
-            next_run = await runs.next_turn(connection, conversation_id=conversation_id)
-        if next_run is not None:
-            await requeue(deps.queue, next_run)
-    except (ServiceUnavailable, RedisError, OSError) as exc:
-        log.info("run.next_turn_not_queued", error=str(exc))
 
 
 async def _cancelled(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob) -> RunEnding:
@@ -324,37 +312,60 @@ async def _cancelled(deps: WorkerDeps, publisher: RunPublisher, job: ChatJob) ->
     async def store(connection: AsyncConnection) -> bool:
         return await runs.cancel(connection, job=job, partial=partial, usage=Usage())
 
-    if await _write_outcome(deps, store):
+    if await _write_outcome(deps, store, conversation_id=job.conversation_id):
         await _publish_end(publisher, RunCancelled(run_id=job.run_id, attempt=job.attempt))
     log.info("run.cancelled", partial_chars=len(partial.text))
     return "cancelled"
 
 
-async def _write_outcome(deps: WorkerDeps, store: Callable[[AsyncConnection], Awaitable[bool]]) -> bool:
+async def _write_outcome(
+    deps: WorkerDeps, store: Callable[[AsyncConnection], Awaitable[bool]], *, conversation_id: int | None
+) -> bool:
     """Write the run's outcome, retrying while the database is away, for as long as the run's time allows.
 
     The outcome is kept in memory meanwhile. Should this worker die first, the run's lease lapses and
     the reconciler gives it a new attempt. False when the attempt was superseded and nothing was written.
+    Once it is written, the conversation's next turn, which waited for this one, is queued.
     """
     if tracing.enabled():
         with tracing.tracer().start_as_current_span("write outcome"):
-            return await _write_outcome_now(deps, store)
-    return await _write_outcome_now(deps, store)
+            stored, next_turn = await _write_outcome_now(deps, store, conversation_id=conversation_id)
+    else:
+        stored, next_turn = await _write_outcome_now(deps, store, conversation_id=conversation_id)
+    if next_turn is not None:
+        await _queue_next_turn(deps, next_turn)
+    return stored
 
 
-async def _write_outcome_now(deps: WorkerDeps, store: Callable[[AsyncConnection], Awaitable[bool]]) -> bool:
+async def _write_outcome_now(
+    deps: WorkerDeps, store: Callable[[AsyncConnection], Awaitable[bool]], *, conversation_id: int | None
+) -> tuple[bool, str | None]:
+    """Whether the outcome was written, and the conversation's next queued turn, read in the same transaction."""
     deadline = asyncio.get_running_loop().time() + deps.settings.run_timeout_s
     delay_s = 0.2
     while True:
         try:
             async with unavailable_on_connection_errors(), deps.db_engine.begin() as connection:
-                return await store(connection)
+                if not await store(connection):
+                    return False, None
+                if conversation_id is None:
+                    return True, None
+                return True, await runs.next_turn(connection, conversation_id=conversation_id)
         except ServiceUnavailable:
             if asyncio.get_running_loop().time() + delay_s > deadline:
                 raise
             log.warning("run.outcome_waits_for_database", retry_in_s=delay_s)
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, 5.0)
+
+
+async def _queue_next_turn(deps: WorkerDeps, run_id: str) -> None:
+    """The conversation's next turn waited for this one (one turn at a time): it may go now. Should
+    this fail, the reconciler queues it within a round."""
+    try:
+        await requeue(deps.queue, run_id)
+    except (RedisError, OSError) as exc:
+        log.info("run.next_turn_not_queued", error=str(exc))
 
 
 async def _publish_end(publisher: RunPublisher, event: TerminalEvent) -> None:

@@ -4,13 +4,13 @@ Runs hand their events over without waiting; the sender writes whatever has gath
 in the order the events were handed over. So each run's events keep their order, and a hundred
 concurrent runs cost a handful of round trips, not a hundred.
 
-The sender goes at most once per interval (the deltas' coalescing time), unless an urgent event is
-waiting: a run's first text (time to first token is what a person notices) or its last event (a job
-must not end before its outcome is published, so that one is waited for). Everything else waits for
-the next batch: a run's `run.started` usually goes out with its first text, and the events of one run
-in a batch are one script call and one message for every API process to relay. Text deltas of one
-run that meet in a batch are joined into one event: under load a run's publisher cannot gather its
-tokens by time (its timer fires every loop turn, with one token in hand), but the batch can.
+An urgent event goes out at once, with everything waiting: a run's first text (time to first token
+is what a person notices), text its publisher has already held for the coalescing time, and a run's
+last event (a job must not end before its outcome is published, so that one is waited for). Other
+events wait for the next urgent one, or for the coalescing time at most: a run's `run.started`
+usually goes out with its first text, and the text said just before the outcome with the outcome.
+A run's events in one batch are one script call and one message for every API process to relay, and
+its text deltas that meet there are joined into one event.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ class EventSink:
         self._pending: list[tuple[RunEvent, asyncio.Future[None] | None]] = []
         self._ready = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
-        self._last_sent_s = 0.0
         self._sender: asyncio.Task[None] | None = None
         self._lost = 0
 
@@ -50,7 +49,7 @@ class EventSink:
             await self._send(self._take())
 
     def send(self, event: RunEvent, *, urgent: bool = False) -> None:
-        """Hand an event over; an urgent one goes out with the next round trip, the others within an interval."""
+        """Hand an event over; an urgent one goes out with the next round trip, the others within the interval."""
         self._pending.append((event, None))
         self._schedule(urgent=urgent)
 
@@ -64,12 +63,10 @@ class EventSink:
     def _schedule(self, *, urgent: bool) -> None:
         if self._ready.is_set():
             return
-        loop = asyncio.get_running_loop()
-        wait_s = self._last_sent_s + self._interval_s - loop.time()
-        if urgent or wait_s <= 0:
+        if urgent:
             self._ready.set()
         elif self._timer is None:
-            self._timer = loop.call_later(wait_s, self._ready.set)
+            self._timer = asyncio.get_running_loop().call_later(self._interval_s, self._ready.set)
 
     def _take(self) -> list[tuple[RunEvent, asyncio.Future[None] | None]]:
         batch, self._pending = self._pending, []
@@ -77,7 +74,6 @@ class EventSink:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._last_sent_s = asyncio.get_running_loop().time()
         return batch
 
     async def _send_forever(self) -> None:

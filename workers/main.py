@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -101,6 +102,9 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         worker.ready_to_claim = lambda: deps.leases.database_ok
         reconciler = Reconciler(deps)
         reconciler.start()
+        # What start-up made lives as long as the process: out of the collector's sight, the full
+        # collections that come every few hundred runs need not walk it again.
+        gc.freeze()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if reconciler is not None:
@@ -112,7 +116,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             await deps.aclose()
 
     worker = WakeableWorker(
-        [func(run_chat, name=CHAT_JOB, max_tries=settings.run_max_attempts)],
+        [func(run_chat, name=CHAT_JOB)],
         queue_name=keys.QUEUE_NAME,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         wake_redis_url=settings.redis_url,

@@ -54,7 +54,7 @@ class RunPublisher:
             return
         self._pending.append(delta)
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._coalesce_s, self.flush)
+            self._timer = asyncio.get_running_loop().call_later(self._coalesce_s, self._flush_held)
 
     def tool_call_ended(self, *, tool: str, is_error: bool) -> None:
         """Counted by the code that made the call, not by its `tool.result` event, which a resumed attempt
@@ -71,11 +71,17 @@ class RunPublisher:
         self.flush()
         await self._sink.deliver(event)
 
-    def flush(self) -> None:
+    def flush(self, *, urgent: bool = False) -> None:
+        """Hand the text gathered so far to the sink: not urgent, since an event of this run follows."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._pending:
             text = "".join(self._pending)
             self._pending.clear()
-            self._sink.send(TextDelta(run_id=self.run_id, attempt=self.attempt, text=text))
+            self._sink.send(TextDelta(run_id=self.run_id, attempt=self.attempt, text=text), urgent=urgent)
+
+    def _flush_held(self) -> None:
+        # Held for the coalescing time already: it goes out with the sink's next round trip.
+        self._timer = None
+        self.flush(urgent=True)

@@ -102,7 +102,7 @@ class Reconciler:
             for run_id, attempt in await approvals.expire_due(connection):
                 log.info("reconciler.approval_expired", run_id=run_id)
                 self._metrics.reconciler_actions.labels("approval_expired").inc()
-                self._deps.events.send(RunCancelled(run_id=run_id, attempt=attempt))
+                self._deps.events.send(RunCancelled(run_id=run_id, attempt=attempt), urgent=True)
         await self._requeue(retry, action="retried")
         await self._requeue(await self._missing_jobs(stale), action="requeued")
 
@@ -116,7 +116,7 @@ class Reconciler:
         row = await runs.load(connection, run.id)
         if row is not None:
             log.warning("reconciler.ended_run", run_id=run.id, attempt=run.attempt, status=row.status)
-            self._deps.events.send(runs.outcome_event(row))
+            self._deps.events.send(runs.outcome_event(row), urgent=True)
 
     async def _missing_jobs(self, runs_: list[Unfinished]) -> list[Unfinished]:
         if not runs_:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arq.constants import default_queue_name, expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.constants import default_queue_name, expires_extra_ms, job_key_prefix
 from arq.jobs import serialize_job
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
@@ -20,17 +20,20 @@ from domain import keys, tracing
 from domain.errors import RedisUnavailable
 from domain.job_codec import TRACE_CONTEXT
 
-# KEYS: job key, result key, queue, wake list. ARGV: job bytes, expiry ms, score, job id, wake list max.
+# KEYS: job key, queue, wake list. ARGV: job bytes, expiry ms, score, job id, wake list max.
+# The job is written only if no job with its id exists (SET NX), which is also the check. arq keeps no
+# result of these jobs (the workers run with keep_result=0 and write none), so there is none to look for.
 # RPUSH here and BLPOP in the workers make the wake list first-in, first-out: with LPUSH it would be
-# a stack, and under sustained load the oldest jobs would wait until the load stopped.
+# a stack, and under sustained load the oldest jobs would wait until the load stopped. The list is
+# trimmed only once it is past its bound (tokens nobody took while every worker was full).
 _ENQUEUE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 0
 end
-redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('RPUSH', KEYS[4], ARGV[4])
-redis.call('LTRIM', KEYS[4], -tonumber(ARGV[5]), -1)
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+if redis.call('RPUSH', KEYS[3], ARGV[4]) > tonumber(ARGV[5]) then
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+end
 return 1
 """
 
@@ -62,7 +65,7 @@ class JobEnqueuer:
         job = serialize_job(function, (payload,), {}, None, now_ms, serializer=self._serializer)
         try:
             created = await self._script(
-                keys=[job_key_prefix + job_id, result_key_prefix + job_id, keys.QUEUE_NAME, keys.WAKE_LIST],
+                keys=[job_key_prefix + job_id, keys.QUEUE_NAME, keys.WAKE_LIST],
                 args=[job, expires_extra_ms, now_ms, job_id, keys.WAKE_LIST_MAX],
             )
         except (RedisError, OSError) as exc:
