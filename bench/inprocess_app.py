@@ -5,7 +5,8 @@
 The same ``GeneralAgentRunner`` the workers run, with the model and pooled HTTP client built by
 ``workers.llm`` from ``Settings`` (provider ``openai``), is run by the request handler itself. Its
 publisher is the workers' own ``RunPublisher`` (first text delta at once, later ones coalesced for
-``SWITCHBOARD_DELTA_COALESCE_MS``, the same setting and default as the workers), whose sink feeds an
+``SWITCHBOARD_DELTA_COALESCE_MS``, the same setting and default as the workers, and paced by the same
+``TextPacing`` shared by the process's runs), whose sink feeds an
 ``asyncio.Queue`` instead of Redis; the response streams from that queue as OpenAI-style SSE, rendered
 by the API's own ``ChunkWriter``. No auth, no validation beyond the request schema, no Redis: this is
 the floor for the agent work, as the original one-process design had it.
@@ -51,6 +52,7 @@ from workers.event_sink import EventSink
 from workers.general_agent import GeneralAgentRunner
 from workers.llm import create_http_client, create_model, speaks_openai_chat
 from workers.publisher import RunPublisher
+from workers.text_pacing import TextPacing
 
 _END = object()
 BENCH_USER = "bench"
@@ -105,7 +107,8 @@ def create_app(llm_base_url: str, llm_model: str = "fake-model", todo_database_u
     settings = load_settings(
         llm_provider="openai", llm_base_url=llm_base_url, llm_api_key="fake-llm-key", llm_model=llm_model
     )
-    coalesce_s = settings.delta_coalesce_ms / 1000
+    # One per process, as in a worker: the more runs stream at once, the longer each holds its text.
+    pacing = TextPacing(settings.delta_coalesce_ms / 1000)
     http_client = create_http_client(settings)
     model = create_model(settings, http_client)
     runner: Any = GeneralAgentRunner(model, pass_raw_openai_fields=speaks_openai_chat(settings))
@@ -146,12 +149,13 @@ def create_app(llm_base_url: str, llm_model: str = "fake-model", todo_database_u
             params=ModelParams(temperature=body.temperature, max_tokens=body.max_tokens),
         )
         sink = QueueSink()
-        publisher = RunPublisher(sink, run_id=run_id, attempt=1, coalesce_s=coalesce_s)
+        publisher = RunPublisher(sink, run_id=run_id, attempt=1, pacing=pacing)
         chosen = todo_runner if todo else runner
         task = asyncio.create_task(chosen.run(job, job.history or [], publisher))
 
         def ended(_: object) -> None:
             publisher.flush()  # coalesced text still waiting for its timer goes out first
+            publisher.close()
             sink.queue.put_nowait(_END)
 
         task.add_done_callback(ended)

@@ -94,7 +94,7 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
         deps.events,
         run_id=run_id,
         attempt=job.attempt,
-        coalesce_s=deps.settings.delta_coalesce_ms / 1000,
+        pacing=deps.text_pacing,
         metrics=metrics,
     )
     ending: RunEnding = "interrupted"
@@ -135,6 +135,7 @@ async def _run(deps: WorkerDeps, run_id: str) -> str:
         return ending
     finally:
         metrics.run_finished(assistant=job.assistant, ending=ending, duration_s=time.monotonic() - started_s)
+        publisher.close()
         deps.cancels.forget(run_id)
         deps.leases.release(run_id)
 

@@ -18,6 +18,7 @@ from workers.cancels import Cancellations
 from workers.event_sink import EventSink
 from workers.leases import LeaseKeeper
 from workers.mcp_servers import McpServerPool
+from workers.text_pacing import TextPacing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +28,8 @@ class WorkerDeps:
     redis: Redis
     event_log: EventLog
     events: EventSink
+    # Shared by every run of the process: how long each holds its text (see workers/text_pacing.py).
+    text_pacing: TextPacing
     http_client: httpx2.AsyncClient
     runners: Mapping[str, AgentRunner]
     leases: LeaseKeeper

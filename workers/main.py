@@ -37,6 +37,7 @@ from workers.mcp_servers import McpServerPool
 from workers.metrics_server import MetricsServer
 from workers.reconciler import Reconciler
 from workers.startup import wait_for_dependencies
+from workers.text_pacing import TextPacing
 from workers.todo_agent import TodoAgentRunner
 from workers.tracing import setup_worker_tracing
 
@@ -155,6 +156,7 @@ def _build_deps(settings: Settings, *, queue: Any, catalogue: AssistantCatalogue
         redis=redis,
         event_log=event_log,
         events=EventSink(event_log, interval_s=settings.delta_coalesce_ms / 1000),
+        text_pacing=TextPacing(settings.delta_coalesce_ms / 1000),
         http_client=http_client,
         runners=runners,
         mcp_servers=mcp_servers,

@@ -1,8 +1,9 @@
 """One attempt's events, with text deltas coalesced after the first.
 
 The first token goes out at once, because time to first token is what a person notices. Later deltas
-are gathered for a few milliseconds, which spares Redis and the API's event loop one message per
-token without a visible delay. Nothing here waits for Redis except the run's last event.
+are gathered for a few milliseconds (longer when many runs stream at once: `workers.text_pacing`),
+which spares Redis and the API's event loop one message per token without a visible delay. Nothing
+here waits for Redis except the run's last event.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from domain.events import RunEvent, TextDelta
 from domain.metrics import WorkerMetrics
 from workers.event_sink import EventSink
+from workers.text_pacing import TextPacing
 
 
 class RunPublisher:
@@ -22,7 +24,7 @@ class RunPublisher:
         *,
         run_id: str,
         attempt: int,
-        coalesce_s: float,
+        pacing: TextPacing,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.run_id = run_id
@@ -31,11 +33,19 @@ class RunPublisher:
         # Built as the attempt starts: its time to first token counts from here.
         self._metrics = metrics
         self._started_s = time.monotonic()
-        self._coalesce_s = coalesce_s
+        self._pacing = pacing
+        pacing.streaming += 1
+        self._closed = False
         self._pending: list[str] = []
         self._sent_text = False
         self._text: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
+
+    def close(self) -> None:
+        """The attempt has ended: it no longer counts among the runs that share the text budget."""
+        if not self._closed:
+            self._closed = True
+            self._pacing.streaming -= 1
 
     def text_sent(self) -> str:
         """Everything this attempt has said so far: its answer, should it be stopped now."""
@@ -45,7 +55,7 @@ class RunPublisher:
         if not delta:
             return
         self._text.append(delta)
-        if not self._sent_text or self._coalesce_s == 0:
+        if not self._sent_text or self._pacing.coalesce_s == 0:
             if not self._sent_text and self._metrics is not None:
                 self._metrics.ttft_s.observe(time.monotonic() - self._started_s)
             urgent = not self._sent_text
@@ -54,7 +64,7 @@ class RunPublisher:
             return
         self._pending.append(delta)
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._coalesce_s, self._flush_held)
+            self._timer = asyncio.get_running_loop().call_later(self._pacing.hold_s(), self._flush_held)
 
     def tool_call_ended(self, *, tool: str, is_error: bool) -> None:
         """Counted by the code that made the call, not by its `tool.result` event, which a resumed attempt
