@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -60,9 +59,6 @@ def create_app(settings: Settings) -> Starlette:
         )
         try:
             async with mcp.serving(db_engine=db_engine):
-                # What start-up made lives as long as the process: out of the collector's sight, the
-                # full collections that come every few thousand requests need not walk it again.
-                gc.freeze()
                 yield {"app": state}
         finally:
             await hub.stop()

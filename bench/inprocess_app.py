@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import secrets
@@ -167,7 +166,6 @@ def create_app(llm_base_url: str, llm_model: str = "fake-model", todo_database_u
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        gc.freeze()  # as Switchboard's API and workers do once started, so that neither gains on the other by it
         try:
             yield
         finally:

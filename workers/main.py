@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from typing import Any
 
@@ -103,9 +102,6 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         worker.ready_to_claim = lambda: deps.leases.database_ok
         reconciler = Reconciler(deps)
         reconciler.start()
-        # What start-up made lives as long as the process: out of the collector's sight, the full
-        # collections that come every few hundred runs need not walk it again.
-        gc.freeze()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if reconciler is not None:
