@@ -8,7 +8,7 @@ import asyncio
 from domain.events import RunCompleted, RunEvent, RunStarted, TextDelta, ToolCalled
 from workers.event_sink import EventSink, merged_deltas
 from workers.publisher import RunPublisher
-from workers.text_pacing import MAX_HOLD_S, RUNS_AT_COALESCE_TIME, TextPacing
+from workers.text_pacing import MAX_EVENT_CHARS, MAX_HOLD_S, RUNS_AT_COALESCE_TIME, TextPacing
 
 
 def delta(run: str, text: str, attempt: int = 1) -> TextDelta:
@@ -88,3 +88,25 @@ async def test_the_more_runs_stream_at_once_the_longer_each_holds_its_text() -> 
     assert len(crowded) < len(alone) - 2
     assert "".join(event.text for _, event, _ in crowded if isinstance(event, TextDelta)) == "tok " * 9
     assert TextPacing(0).hold_s() == 0
+
+
+def test_deltas_are_not_joined_past_the_longest_event() -> None:
+    half = "x" * (MAX_EVENT_CHARS // 2)
+    events: list[RunEvent] = [delta("a", half), delta("a", half), delta("a", "y")]
+    assert merged_deltas(events) == [delta("a", half + half), delta("a", "y")]
+
+
+async def test_a_fast_long_answer_goes_out_in_pieces_of_the_longest_event() -> None:
+    sink = CapturingSink()
+    publisher = RunPublisher(sink, run_id="a", attempt=1, pacing=TextPacing(10.0))  # held "forever"
+    await publisher.text("first")
+    for _ in range(10):
+        await publisher.text("z" * (MAX_EVENT_CHARS // 4))
+    publisher.close()
+    sizes = [len(event.text) for _, event, _ in sent_texts(sink)]
+    assert sizes == [5, MAX_EVENT_CHARS, MAX_EVENT_CHARS]  # and the last half piece is still held
+    assert all(urgent for _, _, urgent in sink.sent)
+
+
+def sent_texts(sink: CapturingSink) -> list[tuple[float, TextDelta, bool]]:
+    return [(at, event, urgent) for at, event, urgent in sink.sent if isinstance(event, TextDelta)]

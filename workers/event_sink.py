@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from domain.event_log import EventLog
 from domain.events import RunEvent, TextDelta
+from workers.text_pacing import MAX_EVENT_CHARS
 
 log = structlog.get_logger("switchboard.worker.events")
 
@@ -104,14 +105,19 @@ class EventSink:
 
 def merged_deltas(events: list[RunEvent]) -> list[RunEvent]:
     """The events in order, each run's text deltas joined with the delta of that run just before them,
-    when nothing else of that run came in between (its other events keep their place)."""
+    when nothing else of that run came in between (its other events keep their place) and the two
+    together are no longer than `MAX_EVENT_CHARS`."""
     merged: list[RunEvent] = []
     last_of_run: dict[str, int] = {}  # run id -> index in `merged` of its latest event
     for event in events:
         at = last_of_run.get(event.run_id)
         if isinstance(event, TextDelta) and at is not None:
             before = merged[at]
-            if isinstance(before, TextDelta) and before.attempt == event.attempt:
+            if (
+                isinstance(before, TextDelta)
+                and before.attempt == event.attempt
+                and len(before.text) + len(event.text) <= MAX_EVENT_CHARS
+            ):
                 merged[at] = before.model_copy(update={"text": before.text + event.text})
                 continue
         last_of_run[event.run_id] = len(merged)

@@ -14,7 +14,7 @@ import time
 from domain.events import RunEvent, TextDelta
 from domain.metrics import WorkerMetrics
 from workers.event_sink import EventSink
-from workers.text_pacing import TextPacing
+from workers.text_pacing import MAX_EVENT_CHARS, TextPacing
 
 
 class RunPublisher:
@@ -37,6 +37,7 @@ class RunPublisher:
         pacing.streaming += 1
         self._closed = False
         self._pending: list[str] = []
+        self._pending_chars = 0
         self._sent_text = False
         self._text: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -63,7 +64,10 @@ class RunPublisher:
             self._sink.send(TextDelta(run_id=self.run_id, attempt=self.attempt, text=delta), urgent=urgent)
             return
         self._pending.append(delta)
-        if self._timer is None:
+        self._pending_chars += len(delta)
+        if self._pending_chars >= MAX_EVENT_CHARS:
+            self.flush(urgent=True)
+        elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._pacing.hold_s(), self._flush_held)
 
     def tool_call_ended(self, *, tool: str, is_error: bool) -> None:
@@ -89,6 +93,7 @@ class RunPublisher:
         if self._pending:
             text = "".join(self._pending)
             self._pending.clear()
+            self._pending_chars = 0
             self._sink.send(TextDelta(run_id=self.run_id, attempt=self.attempt, text=text), urgent=urgent)
 
     def _flush_held(self) -> None:

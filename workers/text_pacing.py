@@ -8,13 +8,17 @@ run's tokens come further apart than the coalescing time, so holding for that lo
 So a process shares one budget of text events per second among its runs: up to `RUNS_AT_COALESCE_TIME`
 runs hold their text for the coalescing time, and beyond that each holds it in proportion to how many
 stream at once, up to `MAX_HOLD_S`. The first token of a run is never held: time to first token is what
-a person notices, and under load a reply still arrives as fast, in fewer, larger pieces.
+a person notices, and under load a reply still arrives as fast, in fewer, larger pieces. Nor is text
+held past `MAX_EVENT_CHARS`: a fast model's long answer goes out in pieces of that size.
 """
 
 from __future__ import annotations
 
 RUNS_AT_COALESCE_TIME = 8
 MAX_HOLD_S = 0.25
+# Text is never joined into events longer than this: one event is one write to a client, and a client
+# that reads slowly holds the server's copy of the write it is in, whatever its size.
+MAX_EVENT_CHARS = 32 * 1024
 
 
 class TextPacing:
