@@ -363,3 +363,23 @@ async def test_a_duplicate_delivery_of_a_finished_run_writes_nothing(deployment:
     assert sum(text in json.dumps(request["messages"]) for request in fake_llm.requests) == 1
     # Each duplicate only repeats how the run ended, for anyone still listening.
     assert [event["type"] for event in events_after] == ["run.completed", "run.completed"]
+
+
+async def test_an_unreadable_job_is_dropped_and_the_worker_goes_on(deployment: Deployment) -> None:
+    """Whoever can write to Redis can put anything in the queue: the worker says so and carries on."""
+    job_id = f"garbage_{marker()}"
+    redis = aioredis.from_url(deployment.redis_url)
+    try:
+        await redis.set(f"arq:job:{job_id}", b"\x80 not json", px=60_000)
+        await redis.zadd(keys.QUEUE_NAME, {job_id: int(time.time() * 1000)})
+        await redis.rpush(keys.WAKE_LIST, job_id)
+        deadline = time.monotonic() + 15
+        while await redis.zscore(keys.QUEUE_NAME, job_id) is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await redis.zscore(keys.QUEUE_NAME, job_id) is None
+        assert await redis.exists(f"arq:job:{job_id}", f"arq:in-progress:{job_id}") == 0
+    finally:
+        await redis.aclose()
+    assert any("worker.job_unreadable" in deployment.worker_log(worker) for worker in deployment.workers)
+    m = marker()
+    assert await _stream_to_end(deployment, f"[[reply:still here {m}]]", f"after-garbage-{m}") == f"still here {m}"
