@@ -35,7 +35,8 @@ from domain import keys
 log = structlog.get_logger("switchboard.worker.dispatch")
 
 # KEYS: in-progress key, job key, queue. ARGV: lease ms, job id. Returns the job if claimed.
-# A job whose key is gone (it finished, or expired) is taken off the queue, as arq does.
+# A job whose key is gone (it finished, or expired) is taken off the queue, as arq does. Nothing here
+# is ever deferred (every enqueue is due at once), so the job's score in the queue is not checked.
 _CLAIM_SCRIPT = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
   return false
@@ -245,7 +246,7 @@ class WakeableWorker(Worker):
         async with self.pool.pipeline(transaction=False) as pipe:
             if done:
                 pipe.zrem(self.queue_name, job_id)
-                # arq's retry key too, should an arq of before this have left one.
+                # And the retry key that arq's own `run_job` kept, for jobs claimed by a worker before this one.
                 pipe.delete(in_progress_key_prefix + job_id, job_key_prefix + job_id, retry_key_prefix + job_id)
             else:
                 pipe.delete(in_progress_key_prefix + job_id)
