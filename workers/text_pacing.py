@@ -16,8 +16,8 @@ from __future__ import annotations
 
 RUNS_AT_COALESCE_TIME = 8
 MAX_HOLD_S = 0.25
-# Text is never joined into events longer than this: one event is one write to a client, and a client
-# that reads slowly holds the server's copy of the write it is in, whatever its size.
+# Text is not held, or joined with more, once it is this long: one event is one write to a client, and
+# a client that reads slowly holds the server's copy of the write it is in, whatever its size.
 MAX_EVENT_CHARS = 32 * 1024
 
 
